@@ -1,0 +1,1 @@
+"""cellsynth: structure-preserving generation of labelled training data for single-cell segmentation."""

@@ -1,0 +1,197 @@
+"""Cross-validation folds and training crops (the paper's EXTRACT-CROPS).
+
+Folds are made at image level so no crop of a test image can reach training.
+Crops overlap (stride < size), are kept only when they hold enough objects,
+and are multiplied by the four orthogonal rotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from skimage.segmentation import relabel_sequential
+from tqdm.auto import tqdm
+
+from cellsynth.io import AnnotatedImage
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Image names of one cross-validation fold; the three sets are disjoint."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {key: list(names) for key, names in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Sequence[str]]) -> Fold:
+        return cls(tuple(data["train"]), tuple(data["val"]), tuple(data["test"]))
+
+
+def make_folds(names: Sequence[str], k: int, seed: int) -> list[Fold]:
+    """Split image names into ``k`` cross-validation folds.
+
+    The shuffled names are dealt into ``k`` chunks; fold ``i`` tests on chunk
+    ``i``, validates on chunk ``i + 1`` (cyclically) and trains on the rest, so
+    every image is a test image in exactly one fold and a validation image in
+    exactly one other.
+
+    Raises
+    ------
+    ValueError
+        When ``k < 3`` (train, val and test need a chunk each), names repeat,
+        or there are fewer names than folds.
+    """
+    if k < 3:
+        raise ValueError(f"folds.k must be >= 3 (train, validation and test each need images), got {k}")
+    if len(set(names)) != len(names):
+        raise ValueError("make_folds: image names must be unique")
+    if len(names) < k:
+        raise ValueError(f"folds.k = {k} needs at least {k} images, the dataset has {len(names)}")
+    order = np.random.default_rng(seed).permutation(len(names))
+    chunks = [tuple(sorted(names[j] for j in chunk)) for chunk in np.array_split(order, k)]
+    folds = []
+    for i in range(k):
+        test, val = chunks[i], chunks[(i + 1) % k]
+        train = tuple(sorted(n for j, chunk in enumerate(chunks) if j not in (i, (i + 1) % k) for n in chunk))
+        folds.append(Fold(train=train, val=val, test=test))
+    return folds
+
+
+def training_groups(folds: Sequence[Fold], names: Sequence[str], scope: str) -> dict[str, tuple[str, ...]]:
+    """Image names each generative model trains on.
+
+    ``scope="folds"``: one group per fold (``fold_0``, ...) holding that fold's
+    training images only, what the evaluation needs; ``scope="all"``: one group
+    ``all`` with every image, for a user who just wants a synthetic dataset.
+    """
+    if scope == "folds":
+        return {f"fold_{i}": fold.train for i, fold in enumerate(folds)}
+    if scope == "all":
+        return {"all": tuple(names)}
+    raise ValueError(f"parameter training_scope must be 'folds' or 'all', got {scope!r}")
+
+
+def crop_origins(length: int, size: int, stride: int) -> list[int]:
+    """Start offsets of crops along one axis: every ``stride``, plus one flush with the end."""
+    if length < size:
+        return []
+    origins = list(range(0, length - size + 1, stride))
+    if origins[-1] != length - size:
+        origins.append(length - size)
+    return origins
+
+
+def extract_crops(
+    image: np.ndarray,
+    labels: np.ndarray,
+    size: int = 256,
+    stride: int = 128,
+    min_objects: int = 3,
+    min_object_area: int = 15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping crops of one annotated image that hold at least ``min_objects`` objects.
+
+    Objects cut by the crop border to fewer than ``min_object_area`` pixels are
+    dropped: such slivers carry no shape and Cellpose's decoder removes masks
+    below 15 pixels anyway.
+
+    Parameters
+    ----------
+    image
+        ``(H, W, C)`` uint8/uint16.
+    labels
+        ``(H, W)`` int labels, 0 = background.
+
+    Returns
+    -------
+    images, labels
+        ``(N, size, size, C)`` of the image dtype and ``(N, size, size)`` int32,
+        each crop relabelled ``1..n``; ``N`` may be 0.
+    """
+    if size < 8 or stride < 1:
+        raise ValueError(f"crops.size must be >= 8 and crops.stride >= 1, got size={size}, stride={stride}")
+    image_crops, label_crops = [], []
+    for top in crop_origins(labels.shape[0], size, stride):
+        for left in crop_origins(labels.shape[1], size, stride):
+            crop = labels[top : top + size, left : left + size]
+            too_small = np.bincount(crop.ravel()) < min_object_area
+            too_small[0] = False
+            crop = relabel_sequential(np.where(too_small[crop], 0, crop).astype(np.int32))[0]
+            if crop.max() >= min_objects:
+                label_crops.append(crop)
+                image_crops.append(image[top : top + size, left : left + size])
+    channels = image.shape[2]
+    if not label_crops:
+        return np.zeros((0, size, size, channels), image.dtype), np.zeros((0, size, size), np.int32)
+    return np.stack(image_crops), np.stack(label_crops).astype(np.int32)
+
+
+def add_rotations(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Append the 90, 180 and 270 degree rotations of every crop.
+
+    Parameters
+    ----------
+    images
+        ``(N, S, S, C)``.
+    labels
+        ``(N, S, S)``.
+
+    Returns
+    -------
+    images, labels
+        ``(4N, S, S, C)`` and ``(4N, S, S)``: all crops at 0 degrees first, then 90, 180, 270.
+    """
+    if images.shape[1] != images.shape[2]:
+        raise ValueError(f"add_rotations needs square crops, got {images.shape[1:3]}")
+    rotated_images = np.concatenate([np.rot90(images, k, axes=(1, 2)) for k in range(4)])
+    rotated_labels = np.concatenate([np.rot90(labels, k, axes=(1, 2)) for k in range(4)])
+    return np.ascontiguousarray(rotated_images), np.ascontiguousarray(rotated_labels)
+
+
+def crops_from_images(
+    samples: Sequence[AnnotatedImage],
+    size: int = 256,
+    stride: int = 128,
+    min_objects: int = 3,
+    min_object_area: int = 15,
+    rotations: bool = True,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """EXTRACT-CROPS over a set of annotated images.
+
+    Returns
+    -------
+    dict
+        ``images`` ``(N, size, size, C)`` (image dtype), ``labels`` ``(N, size, size)``
+        int32 and ``source`` ``(N,)`` str, the name of the image each crop came
+        from (so lineage can be checked down to the crop).
+
+    Raises
+    ------
+    ValueError
+        When no image yields a crop: all images are smaller than ``size`` or
+        no crop holds ``min_objects`` objects.
+    """
+    if not samples:
+        raise ValueError("crops_from_images: no images given")
+    images, labels, sources = [], [], []
+    for sample in tqdm(samples, desc="extract crops", unit="image", disable=not progress):
+        image_crops, label_crops = extract_crops(sample.image, sample.labels, size, stride, min_objects, min_object_area)
+        if rotations:
+            image_crops, label_crops = add_rotations(image_crops, label_crops)
+        images.append(image_crops)
+        labels.append(label_crops)
+        sources += [sample.name] * len(label_crops)
+    if not sources:
+        smallest = min(min(s.labels.shape) for s in samples)
+        raise ValueError(
+            f"no crop of {len(samples)} image(s) is usable: crops.size={size} (smallest image side {smallest}), "
+            f"crops.min_objects={min_objects}"
+        )
+    return {"images": np.concatenate(images), "labels": np.concatenate(labels), "source": np.array(sources)}

@@ -1,0 +1,54 @@
+"""Shared fixtures: small annotated datasets written to temporary folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from skimage.io import imsave
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_DSB2018 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018"
+
+
+def disk_labels(shape: tuple[int, int], centres: list[tuple[int, int]], radius: int) -> np.ndarray:
+    """``(H, W)`` int32 labels with one disk per centre, ids 1..n in order."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for index, (cy, cx) in enumerate(centres, start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = index
+    return labels
+
+
+def write_pair(folder: Path, stem: str, image: np.ndarray, labels: np.ndarray, mask_suffix: str = ".tif") -> None:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    imsave(folder / "images" / f"{stem}.png", image, check_contrast=False)
+    if mask_suffix == ".tif":
+        tifffile.imwrite(folder / "masks" / f"{stem}.tif", labels)
+    else:
+        imsave(folder / "masks" / f"{stem}{mask_suffix}", labels, check_contrast=False)
+
+
+@pytest.fixture
+def small_dataset(tmp_path: Path) -> Path:
+    """Three 64x64 grayscale images with 4 disks each, masks as uint16 TIFF."""
+    folder = tmp_path / "dataset"
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        labels = disk_labels((64, 64), [(16, 16), (16, 48), (48, 16), (48, 48)], 6 + i)
+        image = (rng.random((64, 64)) * 50 + (labels > 0) * 150).astype(np.uint8)
+        write_pair(folder, f"img{i}", image, (labels * 3).astype(np.uint16))  # ids 3, 6, 9, 12: not sequential
+    return folder
+
+
+@pytest.fixture
+def dsb2018() -> Path:
+    if not SHARED_DSB2018.is_dir():
+        pytest.skip(f"{SHARED_DSB2018} is absent (it lies beside the checkout in development and CI only)")
+    return SHARED_DSB2018

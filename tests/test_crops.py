@@ -1,0 +1,92 @@
+"""Folds are disjoint and cover every image; crops count, rotate and relabel as specified."""
+
+import numpy as np
+import pytest
+from conftest import disk_labels
+
+from cellsynth.crops import add_rotations, crop_origins, crops_from_images, extract_crops, make_folds, training_groups
+from cellsynth.io import AnnotatedImage
+
+
+@pytest.mark.parametrize("n, k", [(10, 3), (10, 5), (7, 7), (23, 4)])
+def test_folds_are_disjoint_and_each_image_is_tested_once(n, k):
+    names = [f"im{i}" for i in range(n)]
+    folds = make_folds(names, k=k, seed=3)
+    assert len(folds) == k
+    for fold in folds:
+        train, val, test = set(fold.train), set(fold.val), set(fold.test)
+        assert train and val and test
+        assert not (train & val or train & test or val & test)
+        assert train | val | test == set(names)
+    tested = [n for f in folds for n in f.test]
+    assert sorted(tested) == sorted(names)
+    assert sorted(n for f in folds for n in f.val) == sorted(names)
+
+
+def test_folds_are_seeded():
+    names = [f"im{i}" for i in range(12)]
+    assert make_folds(names, 4, seed=1) == make_folds(names, 4, seed=1)
+    assert make_folds(names, 4, seed=1) != make_folds(names, 4, seed=2)
+
+
+@pytest.mark.parametrize("k, n, message", [(2, 10, "folds.k must be >= 3"), (5, 4, "at least 5 images")])
+def test_bad_fold_settings_are_named(k, n, message):
+    with pytest.raises(ValueError, match=message):
+        make_folds([f"im{i}" for i in range(n)], k=k, seed=0)
+
+
+def test_training_groups_hold_only_training_images():
+    folds = make_folds([f"im{i}" for i in range(9)], 3, seed=0)
+    groups = training_groups(folds, [f"im{i}" for i in range(9)], "folds")
+    assert list(groups) == ["fold_0", "fold_1", "fold_2"]
+    for fold, names in zip(folds, groups.values()):
+        assert set(names) == set(fold.train)
+    assert training_groups(folds, ["a", "b"], "all") == {"all": ("a", "b")}
+    with pytest.raises(ValueError, match="training_scope"):
+        training_groups(folds, [], "everything")
+
+
+def test_crop_origins_cover_the_image_flush_with_the_end():
+    assert crop_origins(256, 64, 64) == [0, 64, 128, 192]
+    assert crop_origins(100, 64, 32) == [0, 32, 36]
+    assert crop_origins(50, 64, 32) == []
+
+
+def test_extract_crops_counts_filters_and_relabels():
+    # 4 disks in the top-left 64x64 quadrant, 1 disk in the top-right, none below
+    centres = [(12, 12), (12, 44), (44, 12), (44, 44), (30, 100)]
+    labels = disk_labels((128, 128), centres, 6) * 7  # ids 7, 14, ...: not sequential
+    image = np.dstack([labels.astype(np.uint8)] * 2)
+    images, crops = extract_crops(image, labels, size=64, stride=64, min_objects=3)
+    assert crops.shape == (1, 64, 64) and images.shape == (1, 64, 64, 2)
+    assert list(np.unique(crops[0])) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(images[0, ..., 0] > 0, crops[0] > 0)  # image crop travels with its mask
+
+
+def test_extract_crops_drops_border_slivers():
+    labels = disk_labels((64, 96), [(20, 20), (20, 44), (44, 20), (44, 66)], 8)
+    _, crops = extract_crops(np.zeros((64, 96, 1), np.uint8), labels, size=64, stride=64, min_objects=1,
+                             min_object_area=15)
+    # crop at x=32..96 cuts the disk at x=20 to a sliver of < 15 px
+    areas = np.bincount(crops[1].ravel())[1:]
+    assert areas.min() >= 15
+
+
+def test_add_rotations_quadruples_and_rotates_image_with_mask():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, (3, 16, 16)).astype(np.int32)
+    images = rng.integers(0, 255, (3, 16, 16, 2)).astype(np.uint8)
+    rot_images, rot_labels = add_rotations(images, labels)
+    assert rot_images.shape == (12, 16, 16, 2) and rot_labels.shape == (12, 16, 16)
+    np.testing.assert_array_equal(rot_labels[3 + 1], np.rot90(labels[1]))
+    np.testing.assert_array_equal(rot_images[9 + 2], np.rot90(images[2], 3))
+
+
+def test_crops_from_images_records_sources_and_rejects_unusable_sets():
+    labels = disk_labels((64, 64), [(16, 16), (16, 48), (48, 16), (48, 48)], 6)
+    samples = [AnnotatedImage(f"s{i}", np.zeros((64, 64, 1), np.uint8), labels) for i in range(2)]
+    out = crops_from_images(samples, size=32, stride=32, min_objects=1)
+    assert out["labels"].shape == (2 * 4 * 4, 32, 32)
+    assert list(out["source"]).count("s0") == 16
+    with pytest.raises(ValueError, match="crops.size=128"):
+        crops_from_images(samples, size=128, stride=64)
