@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -215,6 +216,26 @@ def replace_directory(source: Path, destination: Path) -> None:
     os.replace(source, destination)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object], durable: bool = False) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash leaves the old file or the new one, never a torn one. ``durable``
+    also flushes the data to disk before the rename (checkpoints).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
 
 
 def _write_image(directory: Path, stem: str, image: np.ndarray) -> None:

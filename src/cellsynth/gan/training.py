@@ -1,0 +1,459 @@
+"""StyleGAN2-ADA training loop (Karras et al. 2020b, Sec. 2-3 and Appendix A-B).
+
+One call of :func:`train_gan` trains from scratch, resumes from the newest
+checkpoint in its :class:`~cellsynth.training.CheckpointStore` (continuing the
+image count), or starts from another run's weights (``init_from``, transfer
+learning). Every ``snapshot_kimg`` it checkpoints atomically, asks the caller's
+``evaluate`` for quality metrics of ``G_ema`` and keeps the best snapshot.
+
+The four phases per step follow the paper's ``auto`` configuration: generator
+main loss, lazy path-length regularisation, discriminator main loss, lazy R1;
+Adam with betas (0, 0.99), the lazy phases with the learning rate and betas
+corrected by ``interval / (interval + 1)`` (StyleGAN2, Appendix B); an
+exponential moving average ``G_ema`` with ramp-up; ADA adjusting ``p`` from the
+sign of ``D`` on reals. Gradients are averaged over processes by hand (no DDP
+wrapper), so one code path serves 1 CPU, 1 GPU and ``torchrun`` with N GPUs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from cellsynth.gan.augment import AdaptiveAugmentController, AugmentPipe
+from cellsynth.gan.loss import StyleGAN2Loss, auto_r1_gamma, ema_beta
+from cellsynth.gan.networks import Discriminator, Generator
+from cellsynth.training import CheckpointStore, Runtime, capture_rng_state, restore_rng_state
+from cellsynth.training.runtime import seed_everything
+
+logger = logging.getLogger(__name__)
+
+AugmentMode = Literal["ada", "fixed", "none"]
+MetricsCallback = Callable[[Generator], dict[str, float]]
+LogCallback = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class GANConfig:
+    """StyleGAN2-ADA settings; the defaults are the paper's ``auto`` configuration where it has one.
+
+    ``resolution`` and ``channels`` come from the data. ``batch`` is the total
+    over all processes; ``r1_gamma=None`` means ``0.0002 * resolution^2 / batch``
+    and ``ema_kimg=None`` means ``batch * 10 / 32``.
+    """
+
+    kimg: float = 25000.0
+    batch: int = 32
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 2
+    channel_base: int = 16384
+    channel_max: int = 512
+    mbstd_group_size: int = 4
+    learning_rate: float = 0.0025
+    r1_gamma: float | None = None
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    style_mixing_prob: float = 0.9
+    ema_kimg: float | None = None
+    ema_rampup: float | None = 0.05
+    aug: AugmentMode = "ada"
+    aug_p: float = 0.0
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 500.0
+    vector_channels: tuple[int, int] | None = (1, 2)
+    snapshot_kimg: float = 50.0
+    conv_clamp: float | None = 256.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.aug not in ("ada", "fixed", "none"):
+            raise ValueError(f"mask_gan.aug must be 'ada', 'fixed' or 'none', got {self.aug!r}")
+        for name in ("kimg", "snapshot_kimg", "learning_rate", "ada_kimg"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"mask_gan.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("batch", "r1_interval", "pl_interval", "ada_interval", "mbstd_group_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"mask_gan.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.aug_p <= 1.0:
+            raise ValueError(f"mask_gan.aug_p must be in [0, 1], got {self.aug_p}")
+        if self.vector_channels is not None:
+            self.vector_channels = tuple(self.vector_channels)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> GANConfig:
+        """Build from a parameters dict, naming any key that is not a setting."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"unknown mask_gan parameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**params)
+
+
+@dataclass
+class GANNetworks:
+    """The three networks of a run and the settings they were built with."""
+
+    generator: Generator
+    discriminator: Discriminator
+    generator_ema: Generator
+    architecture: dict[str, Any]
+
+
+@dataclass
+class GANTrainingResult:
+    """What :func:`train_gan` returns.
+
+    Attributes
+    ----------
+    generator_ema
+        The best snapshot's ``G_ema`` (or the last one without ``evaluate``), on CPU, eval mode.
+    architecture
+        Keyword arguments that rebuild the generator (:func:`build_generator`).
+    best
+        ``{"kimg": ..., **metrics}`` of the selected snapshot.
+    history
+        One dict per snapshot: ``kimg``, losses, ``augment_p`` and the metrics.
+    """
+
+    generator_ema: Generator
+    architecture: dict[str, Any]
+    best: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def build_networks(config: GANConfig, resolution: int, channels: int) -> GANNetworks:
+    """Generator, discriminator and ``G_ema`` (a copy of G) for images ``(channels, resolution, resolution)``."""
+    architecture = {
+        "z_dim": config.z_dim,
+        "w_dim": config.w_dim,
+        "img_resolution": resolution,
+        "img_channels": channels,
+        "channel_base": config.channel_base,
+        "channel_max": config.channel_max,
+        "mapping_layers": config.mapping_layers,
+        "conv_clamp": config.conv_clamp,
+    }
+    generator = build_generator(architecture)
+    discriminator = Discriminator(
+        img_resolution=resolution,
+        img_channels=channels,
+        channel_base=config.channel_base,
+        channel_max=config.channel_max,
+        mbstd_group_size=config.mbstd_group_size,
+        conv_clamp=config.conv_clamp,
+    )
+    return GANNetworks(generator, discriminator, copy.deepcopy(generator).eval().requires_grad_(False), architecture)
+
+
+def build_generator(architecture: dict[str, Any]) -> Generator:
+    """A generator from the ``architecture`` dict stored with every trained model."""
+    return Generator(**architecture)
+
+
+def snapshot_rank(metrics: dict[str, float]) -> tuple[float, float]:
+    """Sort key of snapshots: lowest FID first (standard or random-init), ties by decode consistency."""
+    fid = next((v for k, v in metrics.items() if k.startswith("fid")), math.inf)
+    return fid, -metrics.get("decode_consistency", 0.0)
+
+
+def run_fingerprint(config: GANConfig, images: np.ndarray) -> str:
+    """Short digest of the settings and the training images: runs that share it may resume each other.
+
+    The length of training (``kimg``, ``snapshot_kimg``) is left out, so a finished run can be extended.
+    """
+    settings = {k: v for k, v in asdict(config).items() if k not in ("kimg", "snapshot_kimg")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(str(images.shape).encode())
+    digest.update(np.ascontiguousarray(images).data)
+    return digest.hexdigest()[:12]
+
+
+def images_to_tensor(images: np.ndarray) -> Tensor:
+    """``(N, H, W, C)`` uint8 -> ``(N, C, H, W)`` uint8 tensor (kept uint8 until a batch is drawn)."""
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"GAN training images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+    if images.shape[1] != images.shape[2]:
+        raise ValueError(f"GAN training images must be square, got {images.shape[1]}x{images.shape[2]}")
+    if len(images) == 0:
+        raise ValueError("GAN training set is empty")
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+def to_unit_range(batch: Tensor) -> Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return batch.float() / 127.5 - 1.0
+
+
+def from_unit_range(batch: Tensor) -> Tensor:
+    """float [-1, 1] -> uint8 [0, 255], the inverse of :func:`to_unit_range` up to rounding."""
+    return ((batch.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def train_gan(
+    images: np.ndarray,
+    config: GANConfig,
+    checkpoints: CheckpointStore,
+    runtime: Runtime,
+    evaluate: MetricsCallback | None = None,
+    log_metrics: LogCallback | None = None,
+    init_from: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> GANTrainingResult:
+    """Train StyleGAN2-ADA on ``images`` until ``config.kimg`` thousand images have been shown.
+
+    Parameters
+    ----------
+    images
+        ``(N, R, R, C)`` uint8 training images (encoded flow fields), ``R`` a power of two.
+    config
+        Training settings.
+    checkpoints
+        Where checkpoints go; a run finding one there resumes from it.
+    runtime
+        Device, precision and process group (:func:`cellsynth.training.start_runtime`).
+    evaluate
+        Called with ``G_ema`` on the main process at every snapshot; returns metrics such
+        as ``{"fid_randinit": ..., "decode_consistency": ...}`` used to pick the best snapshot.
+    log_metrics
+        Called on the main process with ``(metrics, kimg_step)`` at every snapshot.
+    init_from
+        A checkpoint state of another run (transfer learning): its G, D and ``G_ema``
+        weights are the starting point; ignored when resuming.
+    progress
+        Show a progress bar (main process only).
+    """
+    data = images_to_tensor(images).to(runtime.device)
+    resolution, channels = int(data.shape[2]), int(data.shape[1])
+    if config.batch % runtime.world_size:
+        raise ValueError(f"mask_gan.batch ({config.batch}) must be divisible by the number of processes "
+                         f"({runtime.world_size})")
+    local_batch = config.batch // runtime.world_size
+    nets = build_networks(config, resolution, channels)
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    for net in (nets.generator, nets.discriminator, nets.generator_ema):
+        net.to(runtime.device, memory_format=memory_format)
+    augment_pipe = _augment_pipe(config, channels).to(runtime.device) if config.aug != "none" else None
+    controller = (AdaptiveAugmentController(target=config.ada_target, adjust_kimg=config.ada_kimg,
+                                            batch_size=config.batch, interval=config.ada_interval, p=config.aug_p)
+                  if config.aug == "ada" else None)
+    r1_gamma = auto_r1_gamma(resolution, config.batch) if config.r1_gamma is None else config.r1_gamma
+    loss = StyleGAN2Loss(nets.generator, nets.discriminator, augment_pipe, r1_gamma=r1_gamma,
+                         r1_interval=config.r1_interval, style_mixing_prob=config.style_mixing_prob,
+                         pl_weight=config.pl_weight, pl_interval=config.pl_interval).to(runtime.device)
+    g_opt = _lazy_adam(nets.generator, config.learning_rate, config.pl_interval if config.pl_weight > 0 else None)
+    d_opt = _lazy_adam(nets.discriminator, config.learning_rate, config.r1_interval if r1_gamma > 0 else None)
+
+    state = checkpoints.latest(map_location=runtime.device)
+    nimg, best, history = 0, None, []
+    if state is not None:
+        if state["architecture"] != nets.architecture:
+            raise ValueError(f"the checkpoints in {checkpoints.directory} were made with another architecture "
+                             f"({state['architecture']}); use another checkpoint folder for this configuration")
+        nets.generator.load_state_dict(state["G"])
+        nets.discriminator.load_state_dict(state["D"])
+        nets.generator_ema.load_state_dict(state["G_ema"])
+        g_opt.load_state_dict(state["G_opt"])
+        d_opt.load_state_dict(state["D_opt"])
+        loss.load_state_dict(state["loss"])
+        nimg, best, history = state["nimg"], state["best"], state["history"]
+        if controller is not None:
+            controller.p = state["augment_p"]
+        if augment_pipe is not None:
+            augment_pipe.p.fill_(state["augment_p"])
+        if runtime.is_main:
+            restore_rng_state(state["rng"])
+        else:  # only the main process's random state is saved; the others continue on a fresh stream
+            seed_everything(config.seed + runtime.rank + nimg)
+        logger.info("Resuming GAN training from %s at %.1f kimg", checkpoints.paths()[-1], nimg / 1000)
+    elif init_from is not None:
+        nets.generator.load_state_dict(init_from["G"])
+        nets.discriminator.load_state_dict(init_from["D"])
+        nets.generator_ema.load_state_dict(init_from["G_ema"])
+        logger.info("Starting GAN training from the weights of another run (init_from)")
+    for net in (nets.generator, nets.discriminator, nets.generator_ema):
+        runtime.broadcast_module_(net)
+
+    total = int(config.kimg * 1000)
+    snapshot_every = max(int(config.snapshot_kimg * 1000), config.batch)
+    next_snapshot = (nimg // snapshot_every + 1) * snapshot_every
+    bar = tqdm(total=total, initial=min(nimg, total), unit="img", desc="mask GAN", disable=not (progress and runtime.is_main))
+    step = nimg // config.batch
+    running: dict[str, list[float]] = {}
+    while nimg < total:
+        real = to_unit_range(data[torch.randint(len(data), (local_batch,), device=runtime.device)])
+        real = real.contiguous(memory_format=memory_format)
+        losses = _training_step(step, real, local_batch, nets, loss, g_opt, d_opt, controller, augment_pipe,
+                                runtime, config)
+        for key, value in losses.items():
+            running.setdefault(key, []).append(value)
+        _update_ema(nets.generator_ema, nets.generator, ema_beta(config.batch, config.ema_kimg, config.ema_rampup,
+                                                                  cur_nimg=nimg))
+        nimg += config.batch
+        step += 1
+        bar.update(config.batch)
+        if nimg >= next_snapshot or nimg >= total:
+            next_snapshot += snapshot_every
+            record = {"kimg": nimg / 1000, **{k: float(np.mean(v)) for k, v in running.items()}}
+            record["augment_p"] = _augment_p(controller, augment_pipe)
+            running = {}
+            if runtime.is_main and evaluate is not None:
+                record.update(evaluate(nets.generator_ema))
+            if runtime.is_main:
+                history.append(record)
+                if best is None or evaluate is None or snapshot_rank(record) < snapshot_rank(best["metrics"]):
+                    best = {"metrics": record, "G_ema": {k: v.detach().cpu().clone()
+                                                         for k, v in nets.generator_ema.state_dict().items()}}
+                if log_metrics is not None:
+                    log_metrics({k: v for k, v in record.items() if k != "kimg"}, int(round(record["kimg"] * 1000)))
+                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("G_loss", "D_loss", "augment_p")
+                                 or k.startswith("fid")})
+                checkpoints.save(nimg // 1000 if nimg % 1000 == 0 else nimg, {
+                    "G": nets.generator.state_dict(), "D": nets.discriminator.state_dict(),
+                    "G_ema": nets.generator_ema.state_dict(), "G_opt": g_opt.state_dict(),
+                    "D_opt": d_opt.state_dict(), "loss": loss.state_dict(), "nimg": nimg, "best": best,
+                    "history": history, "augment_p": _augment_p(controller, augment_pipe),
+                    "rng": capture_rng_state(), "config": asdict(config), "architecture": nets.architecture,
+                })
+            runtime.barrier()
+    bar.close()
+    if best is None:  # resumed from a checkpoint that had already reached kimg on another process
+        best = {"metrics": {"kimg": nimg / 1000}, "G_ema": nets.generator_ema.state_dict()}
+    generator = build_generator(nets.architecture)
+    generator.load_state_dict(best["G_ema"])
+    return GANTrainingResult(generator.eval().requires_grad_(False), nets.architecture, dict(best["metrics"]), history)
+
+
+def _training_step(
+    step: int,
+    real: Tensor,
+    local_batch: int,
+    nets: GANNetworks,
+    loss: StyleGAN2Loss,
+    g_opt: torch.optim.Optimizer,
+    d_opt: torch.optim.Optimizer,
+    controller: AdaptiveAugmentController | None,
+    augment_pipe: AugmentPipe | None,
+    runtime: Runtime,
+    config: GANConfig,
+) -> dict[str, float]:
+    """One iteration over the four phases; returns the losses of this step."""
+    device = runtime.device
+    losses: dict[str, float] = {}
+
+    def run_phase(net: nn.Module, optimizer: torch.optim.Optimizer, compute: Callable[[], Tensor], name: str) -> None:
+        net.requires_grad_(True)
+        optimizer.zero_grad(set_to_none=True)
+        with runtime.autocast():
+            value = compute()
+        value.backward()
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        runtime.all_reduce_mean_(grads)
+        for g in grads:  # a diverging step must not poison the weights (StyleGAN2-ADA does the same)
+            torch.nan_to_num_(g, nan=0.0, posinf=1e5, neginf=-1e5)
+        optimizer.step()
+        net.requires_grad_(False)
+        losses[name] = float(value.detach())
+
+    run_phase(nets.generator, g_opt, lambda: loss.g_main(torch.randn(local_batch, config.z_dim, device=device)),
+              "G_loss")
+    if config.pl_weight > 0 and step % config.pl_interval == 0:
+        run_phase(nets.generator, g_opt, lambda: loss.g_reg(torch.randn(local_batch, config.z_dim, device=device)),
+                  "G_pl")
+
+    real_logits: list[Tensor] = []
+
+    def d_main() -> Tensor:
+        result = loss.d_main(real, torch.randn(local_batch, config.z_dim, device=device))
+        real_logits.append(result.real_logits)
+        return result.loss
+
+    run_phase(nets.discriminator, d_opt, d_main, "D_loss")
+    if controller is not None and augment_pipe is not None:
+        if controller.observe(_gathered_logits(real_logits[0], runtime)):
+            augment_pipe.p.fill_(controller.p)
+    if loss.r1_gamma > 0 and step % config.r1_interval == 0:
+        run_phase(nets.discriminator, d_opt, lambda: loss.d_reg(real), "D_r1")
+    return losses
+
+
+def _augment_p(controller: AdaptiveAugmentController | None, augment_pipe: AugmentPipe | None) -> float:
+    """The augmentation probability, at the controller's full precision (the pipe's buffer is float32)."""
+    if controller is not None:
+        return controller.p
+    return float(augment_pipe.p) if augment_pipe is not None else 0.0
+
+
+def _gathered_logits(logits: Tensor, runtime: Runtime) -> Tensor:
+    """The real logits of every process (ADA's r_t is a statistic of the whole batch)."""
+    if not runtime.distributed:
+        return logits
+    gathered = [torch.empty_like(logits) for _ in range(runtime.world_size)]
+    torch.distributed.all_gather(gathered, logits.contiguous())
+    return torch.cat(gathered)
+
+
+def _augment_pipe(config: GANConfig, channels: int) -> AugmentPipe:
+    """ADA's ``bgc`` pipeline (blit, geometric, colour); colour only for non-vector images."""
+    colour = 0.0 if config.vector_channels is not None else 1.0
+    vector_channels = config.vector_channels if config.vector_channels is not None and channels >= 3 else None
+    return AugmentPipe(p=config.aug_p, xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1,
+                       brightness=colour, contrast=colour, lumaflip=colour if channels == 3 else 0.0,
+                       hue=colour if channels == 3 else 0.0, saturation=colour if channels == 3 else 0.0,
+                       vector_channels=vector_channels)
+
+
+def _lazy_adam(net: nn.Module, learning_rate: float, reg_interval: int | None) -> torch.optim.Adam:
+    """Adam(0, 0.99) with lazy-regularisation correction of lr and betas (StyleGAN2, Appendix B)."""
+    ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+    return torch.optim.Adam(net.parameters(), lr=learning_rate * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
+
+
+@torch.no_grad()
+def _update_ema(ema: nn.Module, source: nn.Module, beta: float) -> None:
+    """``ema = beta * ema + (1 - beta) * source`` for parameters; buffers are copied."""
+    for p_ema, p in zip(ema.parameters(), source.parameters()):
+        p_ema.lerp_(p.detach(), 1.0 - beta)
+    for b_ema, b in zip(ema.buffers(), source.buffers()):
+        b_ema.copy_(b)
+
+
+@torch.no_grad()
+def generate_images(
+    generator: Generator,
+    n: int,
+    seed: int = 0,
+    truncation_psi: float = 1.0,
+    batch: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """Draw ``n`` images from a generator, deterministically for a seed.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n, R, R, C)`` uint8, the generator's [-1, 1] output mapped to [0, 255].
+    """
+    if n < 1:
+        raise ValueError(f"number of images to generate must be >= 1, got {n}")
+    generator = generator.to(device).eval()
+    rng = torch.Generator().manual_seed(seed)
+    out = []
+    for start in tqdm(range(0, n, batch), desc="generate", unit="batch", disable=not progress):
+        z = torch.randn(min(batch, n - start), generator.z_dim, generator=rng).to(device)
+        out.append(from_unit_range(generator(z, truncation_psi=truncation_psi, noise_mode="const")).cpu())
+    return torch.cat(out).permute(0, 2, 3, 1).numpy()

@@ -1,0 +1,123 @@
+"""The StyleGAN2-ADA training loop: resume is exact, a killed run continues, settings are checked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cellsynth.gan.training import GANConfig, generate_images, run_fingerprint, train_gan
+from cellsynth.training import CheckpointStore, start_runtime
+
+TINY = dict(batch=4, z_dim=16, w_dim=16, channel_base=256, channel_max=16, r1_interval=2, pl_interval=2,
+            ada_interval=1, ada_kimg=1, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions run much faster single-threaded
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return (np.random.default_rng(0).random((16, 32, 32, 3)) * 255).astype(np.uint8)
+
+
+def _train(images, directory: Path, steps: int, **overrides):
+    config = GANConfig(kimg=steps * TINY["batch"] / 1000, snapshot_kimg=TINY["batch"] / 1000, **{**TINY, **overrides})
+    return train_gan(images, config, CheckpointStore(directory), start_runtime("cpu", "fp32", seed=0), progress=False)
+
+
+def test_resume_continues_bit_identically(images, tmp_path):
+    _train(images, tmp_path / "straight", steps=4, aug_p=0.5)
+    _train(images, tmp_path / "resumed", steps=2, aug_p=0.5)
+    _train(images, tmp_path / "resumed", steps=4, aug_p=0.5)  # picks up the checkpoint at step 2
+    straight = CheckpointStore(tmp_path / "straight").latest()
+    resumed = CheckpointStore(tmp_path / "resumed").latest()
+    assert resumed["nimg"] == straight["nimg"] == 16
+    assert [h["kimg"] for h in resumed["history"]] == [h["kimg"] for h in straight["history"]]
+    for net in ("G", "D", "G_ema"):
+        for key, value in straight[net].items():
+            assert torch.equal(value, resumed[net][key]), f"{net}.{key} differs after resume"
+    assert resumed["augment_p"] == straight["augment_p"] != 0.5  # ADA moved p, and resumed it exactly
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(images, tmp_path):
+    np.save(tmp_path / "images.npy", images)
+    script = textwrap.dedent(f"""
+        import numpy as np, torch
+        torch.set_num_threads(1)
+        from cellsynth.gan.training import GANConfig, train_gan
+        from cellsynth.training import CheckpointStore, start_runtime
+        config = GANConfig(kimg=10, snapshot_kimg=0.004, **{TINY!r})
+        train_gan(np.load({str(tmp_path / 'images.npy')!r}), config, CheckpointStore({str(tmp_path / 'ckpt')!r}),
+                  start_runtime("cpu", "fp32"), progress=False)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script])
+    store = CheckpointStore(tmp_path / "ckpt")
+    deadline = time.time() + 120
+    while len(store.paths()) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    assert store.paths(), "the background run wrote no checkpoint"
+    reached = store.latest()["nimg"]
+    result = _train(images, tmp_path / "ckpt", steps=reached // TINY["batch"] + 2)
+    assert result.history[-1]["kimg"] * 1000 == reached + 2 * TINY["batch"]
+    assert store.latest()["nimg"] == reached + 2 * TINY["batch"]
+
+
+def test_best_snapshot_is_selected_by_fid_then_consistency(images, tmp_path):
+    scores = iter([{"fid_randinit": 5.0, "decode_consistency": 0.1}, {"fid_randinit": 2.0, "decode_consistency": 0.5},
+                   {"fid_randinit": 2.0, "decode_consistency": 0.9}, {"fid_randinit": 3.0, "decode_consistency": 1.0}])
+    config = GANConfig(kimg=0.016, snapshot_kimg=0.004, **TINY)
+    result = train_gan(images, config, CheckpointStore(tmp_path), start_runtime("cpu", "fp32"),
+                       evaluate=lambda g: next(scores), progress=False)
+    assert result.best["kimg"] == pytest.approx(0.012)
+    assert [h["fid_randinit"] for h in result.history] == [5.0, 2.0, 2.0, 3.0]
+
+
+def test_generation_is_deterministic_and_in_range(images, tmp_path):
+    result = _train(images, tmp_path, steps=1)
+    first = generate_images(result.generator_ema, 5, seed=3)
+    assert first.shape == (5, 32, 32, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, generate_images(result.generator_ema, 5, seed=3))
+    assert not np.array_equal(first, generate_images(result.generator_ema, 5, seed=4))
+
+
+def test_fingerprint_ignores_training_length_but_not_settings(images):
+    base = GANConfig(**TINY)
+    assert run_fingerprint(base, images) == run_fingerprint(GANConfig(**TINY, kimg=99), images)
+    assert run_fingerprint(base, images) != run_fingerprint(GANConfig(**{**TINY, "batch": 8}), images)
+    assert run_fingerprint(base, images) != run_fingerprint(base, images[::-1])
+
+
+def test_checkpoints_of_another_architecture_are_refused(images, tmp_path):
+    _train(images, tmp_path, steps=1)
+    with pytest.raises(ValueError, match="another architecture"):
+        _train(images, tmp_path, steps=2, channel_max=8)
+
+
+@pytest.mark.parametrize("key, value, message", [("aug", "sometimes", "mask_gan.aug"), ("batch", 0, "mask_gan.batch"),
+                                                 ("kimg", -1, "mask_gan.kimg")])
+def test_bad_settings_are_named(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        GANConfig(**{**TINY, key: value})
+    with pytest.raises(ValueError, match="unknown mask_gan parameter"):
+        GANConfig.from_params({"kimgs": 3})
+
+
+def test_bad_training_images_are_named(tmp_path):
+    with pytest.raises(ValueError, match="uint8"):
+        _train(np.zeros((4, 32, 32, 3), np.float32), tmp_path, steps=1)
+    with pytest.raises(ValueError, match="square"):
+        _train(np.zeros((4, 32, 64, 3), np.uint8), tmp_path, steps=1)
