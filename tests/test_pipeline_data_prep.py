@@ -1,0 +1,92 @@
+"""A real Kedro session runs ``data_prep`` end to end on a tiny configuration."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import write_pair
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "data_prep.dataset.demo.n_images": 4,
+    "data_prep.dataset.demo.size": 128,
+    "data_prep.folds.k": 3,
+    "data_prep.crops.size": 64,
+    "data_prep.crops.stride": 64,
+    "data_prep.codec_check.max_crops": 8,
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of the project's configuration in an empty folder, as the working directory."""
+    for name in ("conf", "pyproject.toml", ".telemetry"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    (tmp_path / "src").mkdir()  # the package itself is installed; Kedro only wants the folder to exist
+    monkeypatch.chdir(tmp_path)
+    bootstrap_project(tmp_path)
+    yield tmp_path
+    while mlflow.active_run():  # each session's run belongs to its own project's store
+        mlflow.end_run()
+
+
+def nested(params: dict) -> dict:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``, as ``kedro run --params a.b=1`` builds it."""
+    result: dict = {}
+    for dotted, value in params.items():
+        *parents, leaf = dotted.split(".")
+        node = result
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return result
+
+
+def run(project: Path, params: dict, pipeline: str = "data_prep") -> None:
+    with KedroSession.create(project_path=project, runtime_params=nested(params)) as session:
+        session.run(pipeline_name=pipeline)
+
+
+def test_data_prep_runs_end_to_end_on_the_demo(project: Path):
+    run(project, TINY)
+    folds = json.loads((project / "data/02_intermediate/folds.json").read_text())
+    assert folds["k"] == 3 and len(folds["folds"]) == 3
+    assert sorted(p.name for p in (project / "data/01_raw/demo/images").iterdir()) == [
+        f"demo_00{i}.png" for i in range(4)]
+    for i, fold in enumerate(folds["folds"]):
+        with np.load(project / f"data/03_primary/training_crops/fold_{i}.npz") as crops:
+            labels, images, source = crops["labels"], crops["images"], crops["source"]
+        assert labels.shape[1:] == (64, 64) and images.shape[:3] == labels.shape and len(labels) % 4 == 0
+        assert set(source) <= set(fold["train"]), "a crop came from a validation or test image"
+        with np.load(project / f"data/04_feature/encoded_flows/fold_{i}.npz") as flows:
+            assert flows["flows"].shape == labels.shape + (3,) and flows["flows"].dtype == np.uint8
+    summary = json.loads((project / "data/08_reporting/data_prep_summary.json").read_text())
+    assert summary["roundtrip_accuracy"] >= 0.97
+    with sqlite3.connect(project / "mlflow.db") as db:
+        logged = dict(db.execute("SELECT key, value FROM metrics").fetchall())
+        params = dict(db.execute("SELECT key, value FROM params").fetchall())
+    assert logged["data_prep.roundtrip_accuracy"] == pytest.approx(summary["roundtrip_accuracy"])
+    assert logged["data_prep.dataset.images"] == 4
+    assert params["data_prep.folds.k"] == "3"
+
+
+def test_data_prep_on_a_user_folder_with_bad_input_writes_nothing(project: Path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("user") / "dataset"
+    image = np.zeros((64, 64), np.uint8)
+    for stem in ("a", "b", "c"):
+        write_pair(folder, stem, image, np.ones((64, 64), np.uint16))
+    (folder / "masks" / "b.tif").unlink()
+    with pytest.raises(Exception, match="b.png: image has no mask"):
+        run(project, {**TINY, "data_prep.dataset.source": str(folder)})
+    written = [p for p in (project / "data").rglob("*") if p.is_file()] if (project / "data").exists() else []
+    assert written == []
