@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -27,7 +26,7 @@ TINY = {
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project's configuration in an empty folder, as the working directory."""
     for name in ("conf", "pyproject.toml", ".telemetry"):
         source = REPO / name
@@ -35,9 +34,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "src").mkdir()  # the package itself is installed; Kedro only wants the folder to exist
     monkeypatch.chdir(tmp_path)
     bootstrap_project(tmp_path)
-    yield tmp_path
-    while mlflow.active_run():  # each session's run belongs to its own project's store
-        mlflow.end_run()
+    return tmp_path
 
 
 def nested(params: dict) -> dict:
@@ -53,8 +50,12 @@ def nested(params: dict) -> dict:
 
 
 def run(project: Path, params: dict, pipeline: str = "data_prep") -> None:
-    with KedroSession.create(project_path=project, runtime_params=nested(params)) as session:
-        session.run(pipeline_name=pipeline)
+    try:
+        with KedroSession.create(project_path=project, runtime_params=nested(params)) as session:
+            session.run(pipeline_name=pipeline)
+    finally:
+        while mlflow.active_run():  # as when each `kedro run` is its own process: one MLflow run each
+            mlflow.end_run()
 
 
 def test_data_prep_runs_end_to_end_on_the_demo(project: Path):

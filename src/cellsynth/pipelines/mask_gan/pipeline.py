@@ -1,0 +1,18 @@
+"""Wiring of the ``mask_gan`` pipeline."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from cellsynth.pipelines.mask_gan import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return pipeline(
+        [
+            node(nodes.train_mask_gans, ["encoded_flows", "params:mask_gan", "params:encoding"],
+                 "mask_gan_models", name="train_mask_gans"),
+            node(nodes.generate_synthetic_masks,
+                 ["mask_gan_models", "encoded_flows", "params:mask_gan.generation", "params:encoding"],
+                 ["synthetic_masks", "mask_gan_sample_grid", "mask_gan_generation_metrics"],
+                 name="generate_synthetic_masks"),
+        ]
+    )

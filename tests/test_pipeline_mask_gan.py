@@ -1,0 +1,63 @@
+"""A real Kedro session runs ``data_prep`` then ``mask_gan`` on a tiny configuration; a rerun resumes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_pipeline_data_prep import TINY, project, run  # noqa: F401  (project is a fixture)
+
+GAN_TINY = {
+    **TINY,
+    "data_prep.crops.size": 32,
+    "data_prep.crops.stride": 32,
+    "training_scope": "all",
+    "mask_gan.training.kimg": 0.032,
+    "mask_gan.training.snapshot_kimg": 0.016,
+    "mask_gan.training.batch": 8,
+    "mask_gan.training.z_dim": 16,
+    "mask_gan.training.w_dim": 16,
+    "mask_gan.training.channel_base": 256,
+    "mask_gan.training.channel_max": 16,
+    "mask_gan.runtime.device": "cpu",
+    "mask_gan.evaluation.n_images": 8,
+    "mask_gan.generation.n": 8,
+    "mask_gan.generation.min_objects": 0,
+    "mask_gan.generation.max_consistency_error": 1e9,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_mask_gan_trains_generates_logs_and_resumes(project: Path):
+    run(project, GAN_TINY)  # data_prep
+    run(project, GAN_TINY, pipeline="mask_gan")
+    (models,) = list((project / "data/06_models/mask_gan_models.pt").iterdir())  # one version folder
+    model = torch.load(models / "mask_gan_models.pt", weights_only=False)
+    assert list(model) == ["all"] and model["all"]["encoding"] == "cellpose_flow"
+    assert [h["kimg"] for h in model["all"]["history"]] == [0.016, 0.032]
+    (version,) = list((project / "data/07_model_output/synthetic_masks").iterdir())
+    with np.load(version / "synthetic_masks" / "all.npz") as synthetic:
+        assert synthetic["flows"].shape == (8, 32, 32, 3) and synthetic["labels"].shape == (8, 32, 32)
+    assert (project / "data/08_reporting/mask_gan_sample_grid.png").stat().st_size > 1000
+    with sqlite3.connect(project / "mlflow.db") as db:
+        keys = {k for (k,) in db.execute("SELECT DISTINCT key FROM metrics")}
+        artifacts = db.execute("SELECT artifact_uri FROM runs").fetchall()
+    assert {"mask_gan.all.fid_randinit", "mask_gan.all.decode_consistency", "mask_gan.all.augment_p",
+            "mask_gan.all.kept"} <= keys
+    assert artifacts
+
+    # a longer run with the same settings and data continues from the last checkpoint
+    (checkpoints,) = list((project / "data/06_models/mask_gan_checkpoints").iterdir())
+    run(project, {**GAN_TINY, "mask_gan.training.kimg": 0.048}, pipeline="mask_gan")
+    latest = torch.load(sorted(checkpoints.glob("checkpoint-*.pt"))[-1], weights_only=False)
+    assert [h["kimg"] for h in latest["history"]] == [0.016, 0.032, 0.048]
