@@ -15,6 +15,11 @@ versions, and the agreement (segmentation accuracy) of the two decoders.
 Usage::
 
     python benchmarks/bench_codec.py --n 64 --size 256 --device auto --batch 32
+
+On a CPU shared with other busy processes, torch's OpenMP threads can spin
+waiting for each other and slow the many small tensor operations of the
+batched decoder several-fold; ``--threads 1`` (or ``OMP_WAIT_POLICY=PASSIVE``)
+avoids that.
 """
 
 from __future__ import annotations
