@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
 
 from cellsynth import encoding
-from cellsynth.encoding import METHODS, decode, decode_batch, encode, encode_batch
+from cellsynth.encoding import METHODS, as_gan_images, decode, decode_batch, encode, encode_batch
 from cellsynth.metrics import segmentation_accuracy
 
 # Cellpose warns "empty masks!" / "no seeds found" through logging; expected here.
@@ -323,3 +323,21 @@ def test_decode_batch_wants_a_batch() -> None:
 def test_cuda_device_without_cuda_is_refused() -> None:
     with pytest.raises(ValueError, match="CUDA is not available"):
         decode(np.zeros((4, 4, 3), np.uint8), device="cuda")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gan_images_are_uint8_and_decode_back(method):
+    labels = np.zeros((2, 32, 32), np.int32)
+    labels[0, 4:12, 4:12], labels[0, 20:28, 6:14], labels[1, 10:20, 10:20] = 1, 2, 1
+    images = as_gan_images(encode_batch(labels, method=method), method)
+    assert images.dtype == np.uint8 and images.shape[:3] == labels.shape
+    decoded = decode_batch(images, method=method)
+    assert segmentation_accuracy(list(labels), list(decoded)) == 1.0
+
+
+def test_batch_codec_shows_progress_when_asked(capsys):
+    labels = np.zeros((3, 32, 32), np.int32)
+    labels[:, 8:20, 8:20] = 1
+    decode_batch(encode_batch(labels, progress=True), progress=True)
+    err = capsys.readouterr().err
+    assert "encode (cellpose_flow)" in err and "decode (batched)" in err

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
+from tqdm.auto import tqdm
 
 METHODS: tuple[str, ...] = ("cellpose_flow", "binary", "label")
 BACKENDS: tuple[str, ...] = ("batched", "cellpose")
@@ -120,7 +121,7 @@ def encode(labels: np.ndarray, method: str = "cellpose_flow") -> np.ndarray:
     return _encode_one(image, method)
 
 
-def encode_batch(labels: np.ndarray, method: str = "cellpose_flow") -> np.ndarray:
+def encode_batch(labels: np.ndarray, method: str = "cellpose_flow", progress: bool = False) -> np.ndarray:
     """Encode a stack of label images; see :func:`encode`.
 
     Parameters
@@ -129,6 +130,8 @@ def encode_batch(labels: np.ndarray, method: str = "cellpose_flow") -> np.ndarra
         ``(B, H, W)`` label images.
     method
         One of :data:`METHODS`.
+    progress
+        Show a progress bar.
 
     Returns
     -------
@@ -140,7 +143,7 @@ def encode_batch(labels: np.ndarray, method: str = "cellpose_flow") -> np.ndarra
     channels = _CHANNELS[method]
     dtype = np.float32 if method == "label" else np.uint8
     out = np.empty((*stack.shape, channels), dtype)
-    for index, image in enumerate(stack):
+    for index, image in enumerate(tqdm(stack, desc=f"encode ({method})", unit="crop", disable=not progress)):
         out[index] = _encode_one(image, method)
     return out
 
@@ -168,7 +171,9 @@ def decode(encoded: np.ndarray, method: str = "cellpose_flow", **opts: Any) -> n
     return decode_batch(image[None], method, **opts)[0]
 
 
-def decode_batch(encoded: np.ndarray, method: str = "cellpose_flow", **opts: Any) -> np.ndarray:
+def decode_batch(
+    encoded: np.ndarray, method: str = "cellpose_flow", progress: bool = False, **opts: Any
+) -> np.ndarray:
     """Decode a batch of encoded images into instance labels.
 
     Parameters
@@ -178,6 +183,8 @@ def decode_batch(encoded: np.ndarray, method: str = "cellpose_flow", **opts: Any
         returns it.
     method
         One of :data:`METHODS`.
+    progress
+        Show a progress bar.
     **opts
         Options of ``"cellpose_flow"`` (the other methods take none):
 
@@ -232,13 +239,40 @@ def decode_batch(encoded: np.ndarray, method: str = "cellpose_flow", **opts: Any
     backend = settings.pop("backend")
     batch_size = settings.pop("batch_size")
     if backend == "cellpose":
-        return np.stack([_decode_flow_cellpose(image, **settings) for image in batch])
+        return np.stack([_decode_flow_cellpose(image, **settings)
+                         for image in tqdm(batch, desc="decode (cellpose)", unit="crop", disable=not progress)])
     return np.concatenate(
         [
             _decode_flow_batched(batch[start : start + batch_size], **settings)
-            for start in range(0, len(batch), batch_size)
+            for start in tqdm(range(0, len(batch), batch_size), desc="decode (batched)", unit="batch",
+                              disable=not progress)
         ]
     )
+
+
+def as_gan_images(encoded: np.ndarray, method: str) -> np.ndarray:
+    """The uint8 images a GAN trains on, from a batch of :func:`encode_batch` output.
+
+    ``cellpose_flow`` and ``binary`` are already uint8 on the 0..255 scale and
+    pass unchanged. ``label`` ids are clipped to 255 (the paper's naive label
+    encoding is an 8-bit image; a crop rarely holds more objects); :func:`decode`
+    reads such images back by rounding.
+
+    Parameters
+    ----------
+    encoded
+        ``(B, H, W, C)`` encoded batch.
+
+    Returns
+    -------
+    np.ndarray
+        ``(B, H, W, C)`` uint8.
+    """
+    _check_method(method)
+    batch = _as_encoded(encoded, method, ndim=4)
+    if batch.dtype == np.uint8:
+        return batch
+    return np.clip(np.round(batch), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------

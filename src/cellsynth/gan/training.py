@@ -374,6 +374,9 @@ def _training_step(
         run_phase(nets.generator, g_opt, lambda: loss.g_reg(torch.randn(local_batch, config.z_dim, device=device)),
                   "G_pl")
 
+    # w_avg and the path-length mean are running statistics of each process's own samples: average them
+    runtime.all_reduce_mean_(list(nets.generator.buffers()) + list(loss.buffers()))
+
     real_logits: list[Tensor] = []
 
     def d_main() -> Tensor:

@@ -65,7 +65,7 @@ def encode_crops(training_crops: Mapping[str, dict], encoding_params: dict[str, 
     flows = {}
     for group in sorted(training_crops):
         labels = training_crops[group]["labels"]
-        flows[group] = {"flows": encoding.encode_batch(labels, method=encoding_params["method"])}
+        flows[group] = {"flows": encoding.encode_batch(labels, method=encoding_params["method"], progress=True)}
     return flows
 
 
@@ -86,7 +86,7 @@ def summarise_data_prep(
         labels = training_crops[group]["labels"]
         flows = encoded_flows[group]["flows"]
         checked = slice(0, codec_check["max_crops"])
-        decoded = encoding.decode_batch(flows[checked], method=encoding_params["method"],
+        decoded = encoding.decode_batch(flows[checked], method=encoding_params["method"], progress=True,
                                         **codec_check.get("decode", {}))
         summary["groups"][group] = {
             "crops": len(labels),

@@ -13,8 +13,16 @@ import numpy as np
 
 from cellsynth import encoding, quality
 from cellsynth.figures import sample_grid
-from cellsynth.gan.training import GANConfig, build_generator, generate_images, run_fingerprint, train_gan
-from cellsynth.training import CheckpointStore, start_runtime
+from cellsynth.gan.networks import Generator
+from cellsynth.gan.training import (
+    GANConfig,
+    GANTrainingResult,
+    build_generator,
+    generate_images,
+    run_fingerprint,
+    train_gan,
+)
+from cellsynth.training import CheckpointStore, Runtime, start_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -25,41 +33,50 @@ def train_mask_gans(
     """TRAIN-GAN for each group (fold or all) on its encoded training crops.
 
     Checkpoints go to ``mask_gan.checkpoint_dir/<group>-<fingerprint>``; a rerun with
-    the same settings and data resumes there. Snapshot metrics go to MLflow as
-    ``mask_gan.<group>.<metric>`` with the image count as step.
+    the same settings and data resumes there (and a finished run, e.g. one trained
+    with ``torchrun -m cellsynth.pipelines.mask_gan.torchrun``, is only loaded).
+    Snapshot metrics go to MLflow as ``mask_gan.<group>.<metric>`` with the image count as step.
     """
-    config = GANConfig.from_params(params["training"])
-    if encoding_params["method"] != "cellpose_flow":
-        config.vector_channels = None  # only the flow encoding has vector channels
-    runtime = start_runtime(**params["runtime"], seed=config.seed)
-    init_from = CheckpointStore(params["init_from"]).latest() if params.get("init_from") else None
+    runtime = start_runtime(**params["runtime"], seed=params["training"]["seed"])
     models = {}
     for group in sorted(encoded_flows):
-        flows = encoded_flows[group]["flows"]
-        evaluation = params["evaluation"]
-        sample = flows[np.random.default_rng(0).permutation(len(flows))[: evaluation["n_images"]]]
-        features = quality.inception_features(evaluation.get("inception_weights"), evaluation["allow_download"],
-                                              device=runtime.device)
-        reference = quality.extract_features(sample, features, name="real flows")
-
-        def evaluate(generator, n=len(sample), reference=reference, features=features) -> dict[str, float]:
-            fake = generate_images(generator, n, seed=evaluation["seed"], device=runtime.device)
-            metrics = quality.image_quality(reference, fake, features=features)
-            if encoding_params["method"] == "cellpose_flow":
-                metrics["decode_consistency"] = quality.decode_consistency(fake)
-            return metrics
-
-        def log(metrics: dict[str, float], step: int, group=group) -> None:
-            mlflow.log_metrics({f"mask_gan.{group}.{k}": v for k, v in metrics.items()}, step=step)
-
-        store = CheckpointStore(Path(params["checkpoint_dir"]) / f"{group}-{run_fingerprint(config, flows)}")
-        logger.info("Training the mask GAN of %s on %d crops; checkpoints in %s", group, len(flows), store.directory)
-        result = train_gan(flows, config, store, runtime, evaluate=evaluate, log_metrics=log, init_from=init_from)
+        result, store = train_group(group, encoded_flows[group]["flows"], params, encoding_params["method"], runtime)
         logger.info("%s: best snapshot %s", group, result.best)
         models[group] = {"architecture": result.architecture, "G_ema": result.generator_ema.state_dict(),
                          "best": result.best, "history": result.history, "encoding": encoding_params["method"],
                          "checkpoints": str(store.directory)}
     return models
+
+
+def train_group(
+    group: str, encoded: np.ndarray, params: dict[str, Any], method: str, runtime: Runtime
+) -> tuple[GANTrainingResult, CheckpointStore]:
+    """Train (or resume, or load) the mask GAN of one group; shared by the node and the torchrun entry point."""
+    config = GANConfig.from_params(params["training"])
+    if method != "cellpose_flow":
+        config.vector_channels = None  # only the flow encoding has vector channels
+    flows = encoding.as_gan_images(encoded, method)
+    evaluation = params["evaluation"]
+    sample = flows[np.random.default_rng(0).permutation(len(flows))[: evaluation["n_images"]]]
+    features = quality.inception_features(evaluation.get("inception_weights"), evaluation["allow_download"],
+                                          device=runtime.device)
+    reference = quality.extract_features(sample, features, name="real flows")
+
+    def evaluate(generator: Generator) -> dict[str, float]:
+        fake = generate_images(generator, len(sample), seed=evaluation["seed"], device=runtime.device)
+        metrics = quality.image_quality(reference, fake, features=features)
+        if method == "cellpose_flow":
+            metrics["decode_consistency"] = quality.decode_consistency(fake)
+        return metrics
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        mlflow.log_metrics({f"mask_gan.{group}.{k}": v for k, v in metrics.items()}, step=step)
+
+    store = CheckpointStore(Path(params["checkpoint_dir"]) / f"{group}-{run_fingerprint(config, flows)}")
+    init_from = CheckpointStore(params["init_from"]).latest() if params.get("init_from") else None
+    logger.info("Training the mask GAN of %s on %d crops; checkpoints in %s", group, len(flows), store.directory)
+    result = train_gan(flows, config, store, runtime, evaluate=evaluate, log_metrics=log, init_from=init_from)
+    return result, store
 
 
 def generate_synthetic_masks(
@@ -76,7 +93,7 @@ def generate_synthetic_masks(
         generator.load_state_dict(model["G_ema"])
         fields = generate_images(generator, generation["n"], seed=generation["seed"],
                                  truncation_psi=generation["truncation_psi"], progress=True)
-        labels = encoding.decode_batch(fields, method=encoding_params["method"],
+        labels = encoding.decode_batch(fields, method=encoding_params["method"], progress=True,
                                        **generation.get("decode", {}))
         kept = quality.mask_filter(fields, labels, method=encoding_params["method"],
                                    min_objects=generation["min_objects"],
@@ -85,9 +102,8 @@ def generate_synthetic_masks(
         metrics[f"{group}.generated"] = float(len(fields))
         metrics[f"{group}.kept"] = float(kept.sum())
         logger.info("%s: %d of %d generated masks pass the filters", group, kept.sum(), len(fields))
-        real = encoded_flows[group]
-        grids.append((group, real["flows"][:4], encoding.decode_batch(real["flows"][:4], method=encoding_params["method"]),
-                      fields[:4], labels[:4]))
+        real = encoding.as_gan_images(encoded_flows[group]["flows"][:4], encoding_params["method"])
+        grids.append((group, real, encoding.decode_batch(real, method=encoding_params["method"]), fields[:4], labels[:4]))
     if not any(len(s["labels"]) for s in synthetic.values()):
         raise ValueError("no generated mask passed the filters (mask_gan.generation.min_objects / max_consistency_error): "
                          "train longer or relax the filters")
