@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 from skimage.io import imsave
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
@@ -45,6 +46,16 @@ def small_dataset(tmp_path: Path) -> Path:
         image = (rng.random((64, 64)) * 50 + (labels > 0) * 150).astype(np.uint8)
         write_pair(folder, f"img{i}", image, (labels * 3).astype(np.uint16))  # ids 3, 6, 9, 12: not sequential
     return folder
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run torch on one thread: tiny tensor ops are dominated by thread synchronisation, badly so on a
+    shared 2-core machine (measured 5-20x faster single-threaded)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

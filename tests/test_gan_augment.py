@@ -26,13 +26,7 @@ TRANSFORMS = [
 ALL_ON = {name: 1.0 for name in TRANSFORMS}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Small tensor ops are dominated by thread synchronisation, badly so on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def radial_field(n: int, size: int) -> torch.Tensor:

@@ -11,13 +11,7 @@ from cellsynth.gan import AugmentPipe, Discriminator, Generator, StyleGAN2Loss, 
 SHAPE = (2, 4, 4)  # (C, H, W) of the toy networks' images
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny convolutions are dominated by thread synchronisation, badly so on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class LinearGenerator(nn.Module):

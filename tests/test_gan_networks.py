@@ -13,13 +13,7 @@ from cellsynth.gan.networks import MinibatchStdDev
 TINY = dict(channel_base=256, channel_max=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny convolutions are dominated by thread synchronisation, badly so on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_generator(resolution: int = 32, channels: int = 3) -> Generator:

@@ -19,12 +19,7 @@ TINY = dict(batch=4, z_dim=16, w_dim=16, channel_base=256, channel_max=16, r1_in
             ada_interval=1, ada_kimg=1, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions run much faster single-threaded
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture

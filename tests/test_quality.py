@@ -43,13 +43,7 @@ def _no_network(*args, **kwargs):
     raise AssertionError("network access attempted")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On the shared CPUs two spinning OpenMP threads ran Inception ~5x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture
