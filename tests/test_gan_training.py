@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cellsynth.gan.training import GANConfig, generate_images, run_fingerprint, train_gan
+from cellsynth.gan.training import GANConfig, generate_images, run_fingerprint, snapshot_rank, train_gan
 from cellsynth.training import CheckpointStore, start_runtime
 
 TINY = dict(batch=4, z_dim=16, w_dim=16, channel_base=256, channel_max=16, r1_interval=2, pl_interval=2,
@@ -79,6 +79,13 @@ def test_best_snapshot_is_selected_by_fid_then_consistency(images, tmp_path):
                        evaluate=lambda g: next(scores), progress=False)
     assert result.best["kimg"] == pytest.approx(0.012)
     assert [h["fid_randinit"] for h in result.history] == [5.0, 2.0, 2.0, 3.0]
+
+
+def test_snapshots_of_empty_masks_rank_last():
+    empty = {"fid_randinit": 10.0, "decode_consistency": 1.0, "objects_per_mask": 0.0}
+    poor = {"fid_randinit": 80.0, "decode_consistency": 0.2, "objects_per_mask": 3.5}
+    assert snapshot_rank(poor) < snapshot_rank(empty)
+    assert snapshot_rank({"fid": 5.0}) < snapshot_rank({"fid": 6.0})
 
 
 def test_generation_is_deterministic_and_in_range(images, tmp_path):

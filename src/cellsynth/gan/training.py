@@ -164,10 +164,14 @@ def build_generator(architecture: dict[str, Any]) -> Generator:
     return Generator(**architecture)
 
 
-def snapshot_rank(metrics: dict[str, float]) -> tuple[float, float]:
-    """Sort key of snapshots: lowest FID first (standard or random-init), ties by decode consistency."""
+def snapshot_rank(metrics: dict[str, float]) -> tuple[bool, float, float]:
+    """Sort key of snapshots: lowest FID first (standard or random-init), ties by decode consistency.
+
+    A snapshot whose masks hold no objects at all ranks last: a generator collapsed to empty
+    fields decodes "consistently" and can even score a low random-init FID.
+    """
     fid = next((v for k, v in metrics.items() if k.startswith("fid")), math.inf)
-    return fid, -metrics.get("decode_consistency", 0.0)
+    return metrics.get("objects_per_mask", 1.0) == 0, fid, -metrics.get("decode_consistency", 0.0)
 
 
 def run_fingerprint(config: GANConfig, images: np.ndarray) -> str:
