@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import tifffile
 import torch
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 from skimage.io import imsave
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+REPO = Path(__file__).resolve().parents[1]
 SHARED_DSB2018 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018"
 
 
@@ -63,3 +68,36 @@ def dsb2018() -> Path:
     if not SHARED_DSB2018.is_dir():
         pytest.skip(f"{SHARED_DSB2018} is absent (it lies beside the checkout in development and CI only)")
     return SHARED_DSB2018
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project's configuration in an empty folder, as the working directory."""
+    for name in ("conf", "pyproject.toml", ".telemetry"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    (tmp_path / "src").mkdir()  # the package itself is installed; Kedro only wants the folder to exist
+    monkeypatch.chdir(tmp_path)
+    bootstrap_project(tmp_path)
+    return tmp_path
+
+
+def nested(params: dict) -> dict:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``, as ``kedro run --params a.b=1`` builds it."""
+    result: dict = {}
+    for dotted, value in params.items():
+        *parents, leaf = dotted.split(".")
+        node = result
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return result
+
+
+def run(project: Path, params: dict, pipeline: str = "data_prep") -> None:
+    try:
+        with KedroSession.create(project_path=project, runtime_params=nested(params)) as session:
+            session.run(pipeline_name=pipeline)
+    finally:
+        while mlflow.active_run():  # as when each `kedro run` is its own process: one MLflow run each
+            mlflow.end_run()

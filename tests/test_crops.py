@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from conftest import disk_labels
 
-from cellsynth.crops import add_rotations, crop_origins, crops_from_images, extract_crops, make_folds, training_groups
+from cellsynth.crops import (
+    add_rotations,
+    crop_origins,
+    crops_from_images,
+    extract_crops,
+    make_folds,
+    training_groups,
+)
 from cellsynth.io import AnnotatedImage
 
 

@@ -13,7 +13,14 @@ from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
 
 from cellsynth import encoding
-from cellsynth.encoding import METHODS, as_gan_images, decode, decode_batch, encode, encode_batch
+from cellsynth.encoding import (
+    METHODS,
+    as_gan_images,
+    decode,
+    decode_batch,
+    encode,
+    encode_batch,
+)
 from cellsynth.metrics import segmentation_accuracy
 
 # Cellpose warns "empty masks!" / "no seeds found" through logging; expected here.

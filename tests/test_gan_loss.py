@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from cellsynth.gan import AugmentPipe, Discriminator, Generator, StyleGAN2Loss, auto_r1_gamma, ema_beta
+from cellsynth.gan import (
+    AugmentPipe,
+    Discriminator,
+    Generator,
+    StyleGAN2Loss,
+    auto_r1_gamma,
+    ema_beta,
+)
 
 SHAPE = (2, 4, 4)  # (C, H, W) of the toy networks' images
 

@@ -6,8 +6,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cellsynth.gan import Discriminator, EqualizedConv2d, EqualizedLinear, Generator, ModulatedConv2d
-from cellsynth.gan.layers import NoiseInjection, conv2d, conv_transpose2d, downsample2d, make_fir_kernel, upsample2d
+from cellsynth.gan import (
+    Discriminator,
+    EqualizedConv2d,
+    EqualizedLinear,
+    Generator,
+    ModulatedConv2d,
+)
+from cellsynth.gan.layers import (
+    NoiseInjection,
+    conv2d,
+    conv_transpose2d,
+    downsample2d,
+    make_fir_kernel,
+    upsample2d,
+)
 from cellsynth.gan.networks import MinibatchStdDev
 
 TINY = dict(channel_base=256, channel_max=16)

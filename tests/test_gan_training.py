@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from cellsynth.gan.training import GANConfig, generate_images, run_fingerprint, snapshot_rank, train_gan
+from cellsynth.gan.training import (
+    GANConfig,
+    generate_images,
+    run_fingerprint,
+    snapshot_rank,
+    train_gan,
+)
 from cellsynth.training import CheckpointStore, start_runtime
 
 TINY = dict(batch=4, z_dim=16, w_dim=16, channel_base=256, channel_max=16, r1_interval=2, pl_interval=2,

@@ -7,7 +7,13 @@ import pytest
 import tifffile
 from conftest import disk_labels, write_pair
 
-from cellsynth.io import AnnotatedImage, DatasetError, read_dataset, read_image, write_dataset
+from cellsynth.io import (
+    AnnotatedImage,
+    DatasetError,
+    read_dataset,
+    read_image,
+    write_dataset,
+)
 
 
 def test_read_dataset_pairs_by_stem_and_relabels(small_dataset: Path):

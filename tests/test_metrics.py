@@ -5,7 +5,11 @@ import pytest
 from conftest import disk_labels
 from stardist.matching import matching_dataset
 
-from cellsynth.metrics import DEFAULT_IOU_THRESHOLDS, object_statistics, segmentation_accuracy
+from cellsynth.metrics import (
+    DEFAULT_IOU_THRESHOLDS,
+    object_statistics,
+    segmentation_accuracy,
+)
 
 
 def test_thresholds_are_the_papers():

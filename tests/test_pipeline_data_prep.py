@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
-from conftest import write_pair
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
+from conftest import run, write_pair
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "data_prep.dataset.demo.n_images": 4,
     "data_prep.dataset.demo.size": 128,
@@ -23,39 +18,6 @@ TINY = {
     "data_prep.crops.stride": 64,
     "data_prep.codec_check.max_crops": 8,
 }
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the project's configuration in an empty folder, as the working directory."""
-    for name in ("conf", "pyproject.toml", ".telemetry"):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    (tmp_path / "src").mkdir()  # the package itself is installed; Kedro only wants the folder to exist
-    monkeypatch.chdir(tmp_path)
-    bootstrap_project(tmp_path)
-    return tmp_path
-
-
-def nested(params: dict) -> dict:
-    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``, as ``kedro run --params a.b=1`` builds it."""
-    result: dict = {}
-    for dotted, value in params.items():
-        *parents, leaf = dotted.split(".")
-        node = result
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return result
-
-
-def run(project: Path, params: dict, pipeline: str = "data_prep") -> None:
-    try:
-        with KedroSession.create(project_path=project, runtime_params=nested(params)) as session:
-            session.run(pipeline_name=pipeline)
-    finally:
-        while mlflow.active_run():  # as when each `kedro run` is its own process: one MLflow run each
-            mlflow.end_run()
 
 
 def test_data_prep_runs_end_to_end_on_the_demo(project: Path):

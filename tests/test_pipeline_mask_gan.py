@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_pipeline_data_prep import TINY, project, run  # noqa: F401  (project is a fixture)
+from conftest import run
+from test_pipeline_data_prep import TINY
 
 GAN_TINY = {
     **TINY,

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from cellsynth.training import CheckpointStore, capture_rng_state, restore_rng_state, start_runtime
+from cellsynth.training import (
+    CheckpointStore,
+    capture_rng_state,
+    restore_rng_state,
+    start_runtime,
+)
 
 
 def test_cpu_runtime_without_torchrun_is_a_single_fp32_process(monkeypatch):

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from kedro.io import AbstractVersionedDataset, Version
 
-from cellsynth.io import AnnotatedImage, read_dataset, replace_directory, write_atomically, write_dataset
+from cellsynth.io import (
+    AnnotatedImage,
+    read_dataset,
+    replace_directory,
+    write_atomically,
+    write_dataset,
+)
 
 
 class AnnotatedImageFolderDataset(AbstractVersionedDataset[list[AnnotatedImage], list[AnnotatedImage]]):

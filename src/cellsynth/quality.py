@@ -37,7 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+from torch_fidelity.feature_extractor_inceptionv3 import (
+    URL_INCEPTION_V3,
+    FeatureExtractorInceptionV3,
+)
 
 from cellsynth.encoding import decode_batch, encode_batch
 

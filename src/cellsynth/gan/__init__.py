@@ -7,8 +7,18 @@ skip generator and residual discriminator, ``augment`` the ADA pipeline and its 
 
 from cellsynth.gan.augment import AdaptiveAugmentController, AugmentPipe
 from cellsynth.gan.layers import EqualizedConv2d, EqualizedLinear, ModulatedConv2d
-from cellsynth.gan.loss import DiscriminatorMainLoss, StyleGAN2Loss, auto_r1_gamma, ema_beta
-from cellsynth.gan.networks import Discriminator, Generator, MappingNetwork, SynthesisNetwork
+from cellsynth.gan.loss import (
+    DiscriminatorMainLoss,
+    StyleGAN2Loss,
+    auto_r1_gamma,
+    ema_beta,
+)
+from cellsynth.gan.networks import (
+    Discriminator,
+    Generator,
+    MappingNetwork,
+    SynthesisNetwork,
+)
 
 __all__ = [
     "AdaptiveAugmentController",

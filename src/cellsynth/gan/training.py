@@ -34,7 +34,12 @@ from tqdm.auto import tqdm
 from cellsynth.gan.augment import AdaptiveAugmentController, AugmentPipe
 from cellsynth.gan.loss import StyleGAN2Loss, auto_r1_gamma, ema_beta
 from cellsynth.gan.networks import Discriminator, Generator
-from cellsynth.training import CheckpointStore, Runtime, capture_rng_state, restore_rng_state
+from cellsynth.training import (
+    CheckpointStore,
+    Runtime,
+    capture_rng_state,
+    restore_rng_state,
+)
 from cellsynth.training.runtime import seed_everything
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,11 @@
 """Training machinery shared by the mask GAN and pix2pix: device, precision and
 distributed launch (:mod:`.runtime`), atomic checkpoints with resume (:mod:`.checkpoint`)."""
 
-from cellsynth.training.checkpoint import CheckpointStore, capture_rng_state, restore_rng_state
+from cellsynth.training.checkpoint import (
+    CheckpointStore,
+    capture_rng_state,
+    restore_rng_state,
+)
 from cellsynth.training.runtime import Runtime, start_runtime
 
 __all__ = ["CheckpointStore", "Runtime", "capture_rng_state", "restore_rng_state", "start_runtime"]
