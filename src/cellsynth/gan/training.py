@@ -23,7 +23,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +40,7 @@ from cellsynth.training import (
     capture_rng_state,
     restore_rng_state,
 )
+from cellsynth.training.config import config_from_params
 from cellsynth.training.runtime import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -101,11 +102,7 @@ class GANConfig:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> GANConfig:
         """Build from a parameters dict, naming any key that is not a setting."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"unknown mask_gan parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+        return config_from_params(cls, params, "mask_gan")
 
 
 @dataclass

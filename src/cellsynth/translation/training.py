@@ -33,6 +33,7 @@ from cellsynth.training import (
     capture_rng_state,
     restore_rng_state,
 )
+from cellsynth.training.config import config_from_params
 from cellsynth.training.runtime import seed_everything
 from cellsynth.translation.masks import (
     FLIP_SIGN_CHANNELS,
@@ -112,11 +113,7 @@ class Pix2PixConfig:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Pix2PixConfig:
         """Build from a parameters dict, naming any key that is not a setting."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"unknown image_translation parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+        return config_from_params(cls, params, "image_translation")
 
 
 @dataclass
