@@ -540,6 +540,7 @@ def decode_consistency(
     flows: np.ndarray,
     method: str = "cellpose_flow",
     tolerance: float = DECODE_TOLERANCE,
+    labels: np.ndarray | None = None,
     **decode_opts: Any,
 ) -> float:
     """Fraction of flow fields that decode into masks re-encoding to the field.
@@ -564,6 +565,8 @@ def decode_consistency(
         flows to check.
     tolerance
         Largest error (exclusive) of a consistent field, > 0.
+    labels
+        ``(N, H, W)`` masks already decoded from ``flows``, to skip decoding them again.
     **decode_opts
         Passed to :func:`cellsynth.encoding.decode_batch`.
 
@@ -580,7 +583,8 @@ def decode_consistency(
     _check_flows(flows, method)
     if not np.isfinite(tolerance) or tolerance <= 0:
         raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
-    labels = decode_batch(flows, method, **decode_opts)
+    if labels is None:
+        labels = decode_batch(flows, method, **decode_opts)
     return float(np.mean(consistency_errors(flows, labels, method) < tolerance))
 
 

@@ -68,8 +68,7 @@ def train_group(
         labels = encoding.decode_batch(fake, method=method)
         metrics["objects_per_mask"] = float(labels.reshape(len(labels), -1).max(axis=1).mean())
         if method == "cellpose_flow":
-            errors = quality.consistency_errors(fake, labels)
-            metrics["decode_consistency"] = float(np.mean(errors < quality.DECODE_TOLERANCE))
+            metrics["decode_consistency"] = quality.decode_consistency(fake, labels=labels)
         return metrics
 
     def log(metrics: dict[str, float], step: int) -> None:
