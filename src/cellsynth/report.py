@@ -1,0 +1,745 @@
+"""The study's results: segmentation accuracy aggregated as in the paper, and the report.
+
+One record per trained segmentation model::
+
+    {"model": "stardist", "experiment": "subset_0.625", "fold": 0, "repeat": 1, "accuracy": 0.71}
+
+``accuracy`` is the mean over the IoU thresholds 0.5..0.9 of TP / (TP + FP + FN)
+on the fold's test images. As in Tasnadi et al. (2023), repeated trainings
+within a fold are averaged first, then the mean and the standard deviation are
+taken over the folds, so a fold trained more often does not weigh more.
+Standard deviations are sample standard deviations (``ddof = 1``); with a
+single fold (or a single repeat, per fold) they are NaN, shown as a bare mean
+and not logged to MLflow.
+
+:func:`metric_names` gives the numbers the pipeline logs to MLflow, built from
+the same tables that :func:`write_report` writes; :func:`report_metrics` reads
+them back from a written report, so "report == MLflow" is a dict comparison.
+
+The library has no Kedro or MLflow dependency; the pipeline does the logging.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import numbers
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files, never shown
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from cellsynth.io import replace_directory
+
+RECORD_KEYS: tuple[str, ...] = ("model", "experiment", "fold", "repeat", "accuracy")
+STD_DDOF = 1
+# pandas < 3 parses floats with a fast parser that can be one unit in the last
+# place off; pandas 3 parses exactly by default and deprecates the option.
+_ROUND_TRIP: dict[str, str] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+# Experiments with a fixed place in tables and figures; subsets and others follow.
+FIXED_EXPERIMENTS: tuple[str, ...] = ("raw", "merge", "pretrain")
+KNOWN_MODELS: tuple[str, ...] = ("stardist", "cellpose")
+AGGREGATE_COLUMNS: tuple[str, ...] = ("model", "experiment", "mean", "std", "n_folds", "n_repeats", "n_runs")
+PER_FOLD_COLUMNS: tuple[str, ...] = ("model", "experiment", "fold", "mean", "std", "n_repeats")
+
+# Names end up in MLflow metric keys and file names: keep them plain. A model
+# name must not contain '.', the separator of the metric key's parts.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SUBSET = re.compile(r"subset[_-]?(\d+(?:\.\d*)?|\.\d+)")
+_FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
+# Files the report itself writes; user figures may not take these names.
+_RESERVED_FILES = frozenset(
+    {"accuracy.csv", "accuracy_per_fold.csv", "accuracy.md", "accuracy.png", "quality.csv", "quality.md", "index.html"}
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One validated record: a trained model's accuracy on its fold's test images."""
+
+    model: str
+    experiment: str
+    fold: int
+    repeat: int
+    accuracy: float
+
+
+# ---------------------------------------------------------------------------
+# records
+
+
+def validate_records(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> list[Run]:
+    """Check the records and return them as :class:`Run` objects.
+
+    Parameters
+    ----------
+    records
+        Dicts with the keys of :data:`RECORD_KEYS` (extra keys are ignored),
+        or a DataFrame with those columns.
+
+    Raises
+    ------
+    ValueError
+        Listing every bad record by position and content: not a mapping, a
+        missing key, a model/experiment name that is empty or has characters
+        other than letters, digits, ``_``, ``-`` (and ``.`` for experiments),
+        a fold/repeat that is not an integer >= 0, an accuracy that is not a
+        finite number in [0, 1], the same (model, experiment, fold, repeat)
+        twice; or no records at all.
+    """
+    if isinstance(records, pd.DataFrame):
+        records = records.to_dict("records")
+    problems: list[str] = []
+    runs: list[Run] = []
+    first_seen: dict[tuple[str, str, int, int], int] = {}
+    count = 0
+    for index, record in enumerate(records):
+        count += 1
+        where = f"record {index} ({_short(record)})"
+        if not isinstance(record, Mapping):
+            problems.append(f"{where}: is a {type(record).__name__}, not a dict")
+            continue
+        missing = [key for key in RECORD_KEYS if key not in record]
+        if missing:
+            problems.append(f"{where}: missing key(s) {', '.join(repr(k) for k in missing)}")
+            continue
+        own = _record_problems(record)
+        if own:
+            problems += [f"{where}: {p}" for p in own]
+            continue
+        run = Run(record["model"], record["experiment"], int(record["fold"]), int(record["repeat"]), float(record["accuracy"]))
+        key = (run.model, run.experiment, run.fold, run.repeat)
+        if key in first_seen:
+            problems.append(f"{where}: duplicates record {first_seen[key]} (same model, experiment, fold and repeat)")
+            continue
+        first_seen[key] = index
+        runs.append(run)
+    if count == 0:
+        raise ValueError("no accuracy records: expected at least one dict with keys " + ", ".join(RECORD_KEYS))
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise ValueError(f"{len(problems)} bad accuracy record(s):\n  " + "\n  ".join(shown))
+    return runs
+
+
+def _record_problems(record: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for key, pattern in (("model", _MODEL_NAME), ("experiment", _EXPERIMENT_NAME)):
+        value = record[key]
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            problems.append(f"key {key!r} = {value!r} is not a name of letters, digits, '_', '-'" + (", '.'" if key == "experiment" else ""))
+    for key in ("fold", "repeat"):
+        value = record[key]
+        # bool is an Integral too, but True as a fold number is a bug upstream
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            problems.append(f"key {key!r} = {value!r} is not an integer >= 0")
+    value = record["accuracy"]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        problems.append(f"key 'accuracy' = {value!r} is not a number")
+    elif not math.isfinite(float(value)):
+        problems.append(f"key 'accuracy' = {value!r} is not finite")
+    elif not 0.0 <= float(value) <= 1.0:
+        problems.append(f"key 'accuracy' = {value!r} is outside [0, 1]")
+    return problems
+
+
+def _short(record: object, limit: int = 160) -> str:
+    text = repr(record)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------
+# ordering
+
+
+def experiment_sort_key(name: str) -> tuple[int, float, str]:
+    """Sort key: raw, merge, pretrain, then ``subset_<fraction>`` by decreasing fraction, then others by name."""
+    if name in FIXED_EXPERIMENTS:
+        return (FIXED_EXPERIMENTS.index(name), 0.0, name)
+    match = _SUBSET.fullmatch(name)
+    if match:
+        return (len(FIXED_EXPERIMENTS), -float(match.group(1)), name)
+    return (len(FIXED_EXPERIMENTS) + 1, 0.0, name)
+
+
+def model_sort_key(name: str) -> tuple[int, str]:
+    """Sort key: StarDist, Cellpose, then other models by name."""
+    return (KNOWN_MODELS.index(name) if name in KNOWN_MODELS else len(KNOWN_MODELS), name)
+
+
+def sort_experiments(names: Iterable[str]) -> list[str]:
+    """Distinct experiment names in report order (see :func:`experiment_sort_key`)."""
+    return sorted(set(names), key=experiment_sort_key)
+
+
+def sort_models(names: Iterable[str]) -> list[str]:
+    """Distinct model names in report order (see :func:`model_sort_key`)."""
+    return sorted(set(names), key=model_sort_key)
+
+
+def _sort_table(table: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
+    keys = table.apply(
+        lambda row: (model_sort_key(row["model"]), experiment_sort_key(row["experiment"]), *(row[c] for c in extra)),
+        axis=1,
+    )
+    return table.iloc[sorted(range(len(table)), key=lambda i: keys.iloc[i])].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------
+# aggregation
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN for fewer than 2 values).
+
+    ``math.fsum`` makes the result independent of the order of the records,
+    so the report and MLflow agree to the last bit whatever order they came in.
+    """
+    n = len(values)
+    mean = math.fsum(values) / n
+    if n <= STD_DDOF:
+        return mean, math.nan
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - STD_DDOF))
+
+
+def _group(runs: Sequence[Run]) -> dict[tuple[str, str], dict[int, list[float]]]:
+    groups: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for run in runs:
+        groups.setdefault((run.model, run.experiment), {}).setdefault(run.fold, []).append(run.accuracy)
+    return groups
+
+
+def per_fold(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per (model, experiment, fold): mean and std over the repeats.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model, experiment, fold, mean, std, n_repeats``, rows in
+        report order (models, experiments, folds ascending).
+
+    Raises
+    ------
+    ValueError
+        From :func:`validate_records`.
+    """
+    rows = []
+    for (model, experiment), folds in _group(validate_records(records)).items():
+        for fold, values in folds.items():
+            mean, std = _mean_std(values)
+            rows.append({"model": model, "experiment": experiment, "fold": fold, "mean": mean, "std": std, "n_repeats": len(values)})
+    return _sort_table(pd.DataFrame(rows, columns=list(PER_FOLD_COLUMNS)), extra=("fold",))
+
+
+def aggregate(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per (model, experiment) as in the paper.
+
+    The repeats within a fold are averaged first; ``mean`` and ``std`` are then
+    taken over the folds' means.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model, experiment, mean, std, n_folds, n_repeats, n_runs``:
+        ``n_repeats`` is the smallest number of repeats of any fold, ``n_runs``
+        the number of trained models behind the row. Rows in report order.
+
+    Raises
+    ------
+    ValueError
+        From :func:`validate_records`.
+    """
+    return _aggregate_folds(per_fold(records))
+
+
+def _aggregate_folds(folds: pd.DataFrame) -> pd.DataFrame:
+    """The aggregated table from the per-fold table (one code path for report and MLflow)."""
+    rows = []
+    for (model, experiment), group in folds.groupby(["model", "experiment"], sort=False):
+        mean, std = _mean_std([float(v) for v in group["mean"]])
+        rows.append({
+            "model": model, "experiment": experiment, "mean": mean, "std": std, "n_folds": len(group),
+            "n_repeats": int(group["n_repeats"].min()), "n_runs": int(group["n_repeats"].sum()),
+        })
+    return _sort_table(pd.DataFrame(rows, columns=list(AGGREGATE_COLUMNS)))
+
+
+def _require_columns(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {', '.join(missing)}; it has {', '.join(map(str, table.columns))}")
+
+
+# ---------------------------------------------------------------------------
+# MLflow metrics
+
+
+def metric_names(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> dict[str, float]:
+    """The MLflow metrics of the study, by readable name.
+
+    ``<model>.<experiment>.accuracy`` (mean over folds),
+    ``<model>.<experiment>.accuracy_std`` (std over folds, left out when NaN)
+    and ``<model>.<experiment>.fold_<fold>.accuracy`` (mean over that fold's
+    repeats). They are exactly the values of ``accuracy.csv`` and
+    ``accuracy_per_fold.csv`` written by :func:`write_report`.
+    """
+    folds = per_fold(records)
+    return metrics_from_tables(_aggregate_folds(folds), folds)
+
+
+def metrics_from_tables(aggregated: pd.DataFrame, folds: pd.DataFrame) -> dict[str, float]:
+    """:func:`metric_names` from the aggregated and per-fold tables (e.g. read back from CSV)."""
+    _require_columns(aggregated, ("model", "experiment", "mean", "std"), "aggregated table")
+    _require_columns(folds, ("model", "experiment", "fold", "mean"), "per-fold table")
+    metrics: dict[str, float] = {}
+
+    def put(name: str, value: float) -> None:
+        # e.g. experiment "x.fold_0" would collide with fold 0 of experiment "x"
+        if name in metrics:
+            raise ValueError(f"metric name {name!r} is produced twice; rename the experiment")
+        metrics[name] = value
+
+    for row in aggregated.itertuples(index=False):
+        prefix = f"{row.model}.{row.experiment}"
+        put(f"{prefix}.accuracy", float(row.mean))
+        if math.isfinite(float(row.std)):
+            put(f"{prefix}.accuracy_std", float(row.std))
+    for row in folds.itertuples(index=False):
+        put(f"{row.model}.{row.experiment}.fold_{int(row.fold)}.accuracy", float(row.mean))
+    return metrics
+
+
+def read_accuracy_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``accuracy.csv`` or ``accuracy_per_fold.csv`` back exactly.
+
+    Names stay strings (an experiment called ``1`` or ``NA`` is not turned
+    into a number or NaN) and floats are parsed exactly (pandas < 3 needs the
+    round-trip parser for that).
+    """
+    header = pd.read_csv(path, nrows=0).columns
+    numeric = [c for c in header if c not in ("model", "experiment")]
+    return pd.read_csv(
+        path,
+        dtype={"model": str, "experiment": str},
+        keep_default_na=False,
+        na_values={c: ["", "nan", "NaN"] for c in numeric},
+        **_ROUND_TRIP,
+    )
+
+
+def report_metrics(folder: str | os.PathLike) -> dict[str, float]:
+    """The MLflow metrics as a written report states them (compare with :func:`metric_names`)."""
+    folder = Path(folder)
+    return metrics_from_tables(read_accuracy_csv(folder / "accuracy.csv"), read_accuracy_csv(folder / "accuracy_per_fold.csv"))
+
+
+# ---------------------------------------------------------------------------
+# tables
+
+
+def accuracy_table(aggregated: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The paper's Table 1: experiments as rows, models as columns, ``"mean ± std"`` cells.
+
+    A NaN std (one fold) gives the bare mean; a model without that experiment
+    gives ``"–"``. See :func:`accuracy_values` for the numbers.
+    """
+    means, stds = accuracy_values(aggregated, "mean"), accuracy_values(aggregated, "std")
+
+    def cell(mean: float, std: float) -> str:
+        if math.isnan(mean):
+            return "–"
+        return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    table = pd.DataFrame(
+        [[cell(means.at[e, m], stds.at[e, m]) for m in means.columns] for e in means.index],
+        index=means.index, columns=means.columns, dtype=object,
+    )
+    return table
+
+
+def accuracy_values(aggregated: pd.DataFrame, statistic: str = "mean") -> pd.DataFrame:
+    """One column of the aggregated table as experiments x models floats (NaN where not run).
+
+    ``statistic`` is any numeric column of :func:`aggregate`: ``mean``, ``std``, ``n_folds``, ...
+    """
+    _require_columns(aggregated, ("model", "experiment", statistic), "aggregated table")
+    if aggregated.empty:
+        raise ValueError("aggregated table is empty")
+    values = aggregated.pivot(index="experiment", columns="model", values=statistic).astype(float)
+    values = values.loc[sort_experiments(values.index), sort_models(values.columns)]
+    values.index.name, values.columns.name = "experiment", None
+    return values
+
+
+def to_markdown(table: pd.DataFrame, index: bool = True, float_format: str | None = None) -> str:
+    """A GitHub-flavoured Markdown pipe table (no dependency on ``tabulate``).
+
+    Parameters
+    ----------
+    table
+        Any DataFrame; MultiIndex labels are joined with ``" / "``.
+    index
+        Whether to write the index as the first column.
+    float_format
+        Format spec for floats (e.g. ``".4g"``); ``None`` writes them in full.
+        NaN and None are written as empty cells.
+
+    Returns
+    -------
+    str
+        Header row, alignment row (numeric columns right-aligned) and one row
+        per table row, each ``| a | b |``, ending with a newline. ``|`` in
+        cells is escaped and newlines become ``<br>``.
+    """
+    headers: list[str] = []
+    columns: list[list[str]] = []
+    right: list[bool] = []
+    if index:
+        headers.append(_label(table.index.names if table.index.nlevels > 1 else table.index.name))
+        columns.append([_cell(v, float_format) for v in table.index])
+        right.append(False)
+    for position, label in enumerate(table.columns):
+        series = table.iloc[:, position]
+        headers.append(_label(label))
+        columns.append([_cell(v, float_format) for v in series])
+        right.append(pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
+    if not headers:
+        raise ValueError("to_markdown: a table without columns (and without its index) has nothing to show")
+    headers = [_escape(h) for h in headers]
+    columns = [[_escape(c) for c in column] for column in columns]
+    # at least three hyphens in every rule cell, as some renderers require, plus the colon
+    widths = [max([4 if r else 3, len(h), *(len(c) for c in column)]) for h, column, r in zip(headers, columns, right)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "| " + " | ".join(("-" * (w - 1) + ":") if r else "-" * w for w, r in zip(widths, right)) + " |"
+    rows = [line([column[i] for column in columns]) for i in range(len(table))]
+    return "\n".join([line(headers), rule, *rows]) + "\n"
+
+
+def _label(label: object) -> str:
+    if isinstance(label, (tuple, list)) or (hasattr(label, "__iter__") and not isinstance(label, str)):
+        return " / ".join("" if part is None else str(part) for part in label)
+    return "" if label is None else str(label)
+
+
+def _cell(value: object, float_format: str | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA or value is pd.NaT:
+        return ""
+    if isinstance(value, tuple):
+        return _label(value)
+    if isinstance(value, (float, np.floating)) and float_format is not None:
+        return format(float(value), float_format)
+    return str(value)
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\r\n", "<br>").replace("\n", "<br>")
+
+
+# ---------------------------------------------------------------------------
+# figure
+
+
+def accuracy_figure(aggregated: pd.DataFrame, folds: pd.DataFrame | None = None, title: str | None = None) -> Figure:
+    """The paper's Figure 6: a panel per model, a bar per experiment.
+
+    Parameters
+    ----------
+    aggregated
+        :func:`aggregate`'s table: bar height = ``mean``, error bar = ``std``
+        over folds (none where NaN).
+    folds
+        :func:`per_fold`'s table, optional: each fold's mean as a dot on its bar.
+    title
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The caller closes it (``plt.close(figure)``).
+    """
+    _require_columns(aggregated, ("model", "experiment", "mean", "std"), "aggregated table")
+    if aggregated.empty:
+        raise ValueError("aggregated table is empty: nothing to plot")
+    if folds is not None:
+        _require_columns(folds, ("model", "experiment", "fold", "mean"), "per-fold table")
+    models = sort_models(aggregated["model"])
+    experiments = sort_experiments(aggregated["experiment"])
+    # one colour per experiment across panels, so the same experiment is easy to find
+    palette = plt.get_cmap("tab10" if len(experiments) <= 10 else "tab20")
+    colours = {e: palette(i % palette.N) for i, e in enumerate(experiments)}
+    width = max(3.0, 0.55 * len(experiments) + 1.2)
+    figure, axes = plt.subplots(1, len(models), figsize=(width * len(models), 4.2), sharey=True, squeeze=False)
+    for axis, model in zip(axes[0], models):
+        rows = aggregated[aggregated["model"] == model].set_index("experiment")
+        names = [e for e in experiments if e in rows.index]
+        x = np.arange(len(names))
+        means = np.array([float(rows.at[e, "mean"]) for e in names])
+        stds = np.array([float(rows.at[e, "std"]) for e in names])
+        axis.bar(x, means, width=0.7, color=[colours[e] for e in names], edgecolor="black", linewidth=0.6, zorder=2)
+        has_std = np.isfinite(stds)
+        if has_std.any():
+            axis.errorbar(x[has_std], means[has_std], yerr=stds[has_std], fmt="none", ecolor="black", capsize=3, linewidth=1, zorder=3)
+        if folds is not None:
+            model_folds = folds[folds["model"] == model]
+            for position, experiment in zip(x, names):
+                values = model_folds.loc[model_folds["experiment"] == experiment].sort_values("fold")["mean"].to_numpy(float)
+                # deterministic spread, so dots of equal folds do not hide each other
+                offsets = np.linspace(-0.18, 0.18, len(values)) if len(values) > 1 else np.zeros(len(values))
+                axis.scatter(position + offsets, values, s=14, color="white", edgecolor="black", linewidth=0.8, zorder=4)
+        if "raw" in names:
+            axis.axhline(means[names.index("raw")], color="0.4", linestyle="--", linewidth=0.8, zorder=1)
+        axis.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
+        axis.set_title(model)
+        axis.set_ylim(0.0, 1.05)
+        axis.grid(axis="y", color="0.9", zorder=0)
+    axes[0, 0].set_ylabel("accuracy (mean over IoU 0.5–0.9)")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+# ---------------------------------------------------------------------------
+# report
+
+
+def write_report(
+    folder: str | os.PathLike,
+    records: Iterable[Mapping[str, Any]] | pd.DataFrame,
+    quality_table: pd.DataFrame | None = None,
+    figures: Mapping[str, Figure] | Mapping[str, str | os.PathLike] | None = None,
+    title: str = "cellsynth: segmentation with synthetic training data",
+    extra_sections: Mapping[str, str] | None = None,
+    *,
+    generated: datetime | None = None,
+) -> dict[str, Path]:
+    """Write the study's report into ``folder``, replacing any previous one as a whole.
+
+    Files
+    -----
+    ``accuracy.csv``
+        :func:`aggregate`, floats in full precision (read with :func:`read_accuracy_csv`).
+    ``accuracy_per_fold.csv``
+        :func:`per_fold`.
+    ``accuracy.md``
+        :func:`accuracy_table` as Markdown, with a caption.
+    ``accuracy.png``
+        :func:`accuracy_figure`.
+    ``quality.csv``, ``quality.md``
+        ``quality_table`` with its index (FID/KID, layout distances, ...), when given.
+    ``<name>.png`` (or ``.jpg``/``.svg``)
+        Each of ``figures``: a matplotlib figure saved as PNG (not closed:
+        the caller owns it), or an image file copied.
+    ``index.html``
+        One self-contained page (images as base64 data URIs, inline CSS, no
+        scripts, no external resources): title, date, accuracy table, bar
+        chart, per-fold values, quality table, figures, ``extra_sections``
+        (title -> plain text, shown as preformatted-wrapped text).
+
+    Everything is written into a temporary folder beside ``folder`` that
+    replaces ``folder`` only when complete: on any error the previous report
+    is left as it was and no partial folder remains.
+
+    Parameters
+    ----------
+    generated
+        Time stamp shown in the page (default: now, UTC).
+
+    Returns
+    -------
+    dict[str, Path]
+        File name -> final path, for every file written.
+
+    Raises
+    ------
+    ValueError
+        Bad records (see :func:`validate_records`), a figure name that is not
+        a plain file stem or clashes with the report's own files, an image file
+        of another type than PNG/JPEG/SVG.
+    FileNotFoundError
+        A figure path that does not exist.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"report folder {folder} exists and is not a folder")
+    records = list(records) if not isinstance(records, pd.DataFrame) else records
+    # validate everything before writing anything
+    folds = per_fold(records)
+    aggregated = _aggregate_folds(folds)
+    metrics_from_tables(aggregated, folds)  # the names MLflow will get must be unique
+    figure_files = _figure_files(figures or {})
+    generated = generated or datetime.now(timezone.utc)
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    chart = None
+    try:
+        written: list[str] = []
+
+        def save_text(name: str, text: str) -> None:
+            (staging / name).write_text(text, encoding="utf-8")
+            written.append(name)
+
+        aggregated.to_csv(staging / "accuracy.csv", index=False)
+        folds.to_csv(staging / "accuracy_per_fold.csv", index=False)
+        written += ["accuracy.csv", "accuracy_per_fold.csv"]
+        table = accuracy_table(aggregated)
+        caption = _accuracy_caption(aggregated, folds)
+        save_text("accuracy.md", to_markdown(table) + "\n" + caption + "\n")
+
+        chart = accuracy_figure(aggregated, folds)
+        chart.savefig(staging / "accuracy.png", dpi=150, bbox_inches="tight")
+        written.append("accuracy.png")
+
+        if quality_table is not None:
+            quality_table.to_csv(staging / "quality.csv", index=True)
+            written.append("quality.csv")
+            save_text("quality.md", to_markdown(quality_table, float_format=".4g"))
+
+        images: list[tuple[str, str]] = []
+        for name, (file_name, source) in figure_files.items():
+            target = staging / file_name
+            if isinstance(source, Path):
+                shutil.copyfile(source, target)
+            else:
+                source.savefig(target, format="png", dpi=120, bbox_inches="tight")
+            written.append(file_name)
+            images.append((name, file_name))
+
+        page = _html_page(
+            title=title, generated=generated, staging=staging, table=table, caption=caption,
+            folds=folds, quality_table=quality_table, images=images, extra_sections=extra_sections or {},
+        )
+        save_text("index.html", page)
+        replace_directory(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if chart is not None:
+            plt.close(chart)
+    return {name: folder / name for name in written}
+
+
+def _figure_files(figures: Mapping[str, Any]) -> dict[str, tuple[str, Path | Any]]:
+    """Figure name -> (file name in the report, source path or figure), checked."""
+    files: dict[str, tuple[str, Path | Any]] = {}
+    taken = {name.lower() for name in _RESERVED_FILES}
+    for name, value in figures.items():
+        if not isinstance(name, str) or not _FIGURE_NAME.fullmatch(name):
+            raise ValueError(f"figure name {name!r} must be a file stem of letters, digits, '_', '-', '.'")
+        if isinstance(value, (str, os.PathLike)):
+            path = Path(value)
+            if not path.is_file():
+                raise FileNotFoundError(f"figure {name!r}: image file {path} does not exist")
+            suffix = path.suffix.lower()
+            if suffix not in _IMAGE_TYPES:
+                raise ValueError(f"figure {name!r}: {path} is not a {'/'.join(_IMAGE_TYPES)} image")
+            source: Path | Any = path
+        elif hasattr(value, "savefig"):
+            suffix, source = ".png", value
+        else:
+            raise ValueError(f"figure {name!r} is a {type(value).__name__}, not a matplotlib figure or an image path")
+        file_name = f"{name}{suffix}"
+        # lower case: file names must not clash on case-insensitive file systems either
+        if file_name.lower() in taken:
+            raise ValueError(f"figure {name!r}: file name {file_name} is already used by the report")
+        taken.add(file_name.lower())
+        files[name] = (file_name, source)
+    return files
+
+
+def _accuracy_caption(aggregated: pd.DataFrame, folds: pd.DataFrame) -> str:
+    n_folds = sorted(set(aggregated["n_folds"].astype(int)))
+    repeats = sorted(set(folds["n_repeats"].astype(int)))
+    return (
+        "Accuracy = mean over IoU thresholds 0.5–0.9 of TP / (TP + FP + FN) on each fold's test images. "
+        "Repeats within a fold are averaged first; cells show mean ± sample standard deviation over "
+        f"{_count(n_folds)} fold(s), {_count(repeats)} repeat(s) per fold."
+    )
+
+
+def _count(values: Sequence[int]) -> str:
+    return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } .meta { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure { margin: 1.2em 0; } figcaption { color: #555; font-size: 0.9em; }
+.caption { color: #555; font-size: 0.9em; max-width: 60em; } .text { white-space: pre-wrap; }
+"""
+
+
+def _html_page(
+    *,
+    title: str,
+    generated: datetime,
+    staging: Path,
+    table: pd.DataFrame,
+    caption: str,
+    folds: pd.DataFrame,
+    quality_table: pd.DataFrame | None,
+    images: Sequence[tuple[str, str]],
+    extra_sections: Mapping[str, str],
+) -> str:
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        f'<p class="meta">Generated {esc(generated.isoformat(timespec="seconds"))}; '
+        f"{int(folds['n_repeats'].sum())} trained segmentation models.</p>",
+        "<h2>Segmentation accuracy</h2>",
+        table.reset_index().to_html(border=0, index=False),  # one header row, "experiment" included
+        f'<p class="caption">{esc(caption)}</p>',
+        _html_image(staging / "accuracy.png", "Accuracy per experiment: bars = mean over folds, "
+                    "error bars = standard deviation over folds, dots = folds; dashed line = raw."),
+        "<details><summary>Per-fold values</summary>",
+        folds.to_html(border=0, index=False, float_format=lambda v: f"{v:.4f}", na_rep=""),
+        "</details>",
+    ]
+    if quality_table is not None:
+        parts += ["<h2>Synthetic data quality</h2>", quality_table.to_html(border=0, float_format=lambda v: f"{v:.4g}", na_rep="")]
+    if images:
+        parts.append("<h2>Figures</h2>")
+        parts += [_html_image(staging / file_name, name.replace("_", " ")) for name, file_name in images]
+    for heading, text in extra_sections.items():
+        parts += [f"<h2>{esc(str(heading))}</h2>", f'<div class="text">{esc(str(text))}</div>']
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _html_image(path: Path, caption: str) -> str:
+    mime = _IMAGE_TYPES[path.suffix.lower()]
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img src="data:{mime};base64,{data}" alt="{html.escape(caption, quote=True)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
