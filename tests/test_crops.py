@@ -9,6 +9,7 @@ from cellsynth.crops import (
     crop_origins,
     crops_from_images,
     extract_crops,
+    heldout_groups,
     make_folds,
     training_groups,
 )
@@ -97,3 +98,13 @@ def test_crops_from_images_records_sources_and_rejects_unusable_sets():
     assert list(out["source"]).count("s0") == 16
     with pytest.raises(ValueError, match="crops.size=128"):
         crops_from_images(samples, size=128, stride=64)
+
+
+def test_heldout_groups_are_the_validation_images_of_each_fold():
+    names = [f"im{i}" for i in range(6)]
+    folds = make_folds(names, k=3, seed=0)
+    heldout = heldout_groups(folds, names, "folds")
+    assert heldout == {f"fold_{i}": fold.val for i, fold in enumerate(folds)}
+    for i, fold in enumerate(folds):
+        assert not set(heldout[f"fold_{i}"]) & set(fold.train)
+    assert heldout_groups(folds, names, "all") == {"all": tuple(names)}

@@ -32,8 +32,10 @@ from cellsynth.quality import (
     consistency_errors,
     decode_consistency,
     extract_features,
+    feature_images,
     image_quality,
     inception_features,
+    paired_similarity,
 )
 
 CROP = 64
@@ -327,3 +329,24 @@ def test_decode_consistency_rejects_bad_inputs(kwargs, message):
 def test_consistency_errors_need_matching_labels():
     with pytest.raises(ValueError, match="labels must have shape"):
         consistency_errors(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 9), np.int32))
+
+
+def test_feature_images_bring_any_channel_count_to_one_or_three_uint8_channels():
+    scaled = np.linspace(-1, 1, 2 * 4 * 4 * 5, dtype=np.float32).reshape(2, 4, 4, 5)
+    assert feature_images(scaled[..., :1]).shape == (2, 4, 4, 1)
+    two = feature_images(scaled[..., :2])
+    assert two.shape == (2, 4, 4, 3) and two.dtype == np.uint8 and (two[..., 2] == 0).all()
+    many = feature_images(scaled)
+    assert many.shape == (2, 4, 4, 3) and many[0, 0, 0, 0] == 0 and (many == feature_images(scaled[..., :3])).all()
+    assert feature_images(np.ones((1, 2, 2, 1), np.float32)).max() == 255
+
+
+def test_paired_similarity_is_perfect_for_identical_images_and_drops_with_noise():
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, 1, (3, 32, 32, 2)).astype(np.float32)
+    assert paired_similarity(real, real) == {"psnr": 100.0, "ssim": pytest.approx(1.0)}
+    slightly = paired_similarity(real, np.clip(real + rng.normal(0, 0.05, real.shape), -1, 1))
+    badly = paired_similarity(real, np.clip(real + rng.normal(0, 0.5, real.shape), -1, 1))
+    assert 40 > slightly["psnr"] > badly["psnr"] > 5 and 1 > slightly["ssim"] > badly["ssim"]
+    with pytest.raises(ValueError, match="one shape"):
+        paired_similarity(real, real[:2])

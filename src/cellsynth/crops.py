@@ -7,14 +7,18 @@ and are multiplied by the four orthogonal rotations.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from skimage.segmentation import relabel_sequential
 from tqdm.auto import tqdm
 
 from cellsynth.io import AnnotatedImage
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,15 @@ def training_groups(folds: Sequence[Fold], names: Sequence[str], scope: str) -> 
     if scope == "all":
         return {"all": tuple(names)}
     raise ValueError(f"parameter training_scope must be 'folds' or 'all', got {scope!r}")
+
+
+def heldout_groups(folds: Sequence[Fold], names: Sequence[str], scope: str) -> dict[str, tuple[str, ...]]:
+    """Images a group's generative models never train on, to measure them against: a fold's
+    validation images (its test images stay untouched by every generative step). ``scope="all"``
+    has no held-out images; its group ``all`` gets every image (an in-sample measurement)."""
+    if scope == "folds":
+        return {f"fold_{i}": fold.val for i, fold in enumerate(folds)}
+    return training_groups(folds, names, scope)
 
 
 def crop_origins(length: int, size: int, stride: int) -> list[int]:
@@ -195,3 +208,19 @@ def crops_from_images(
             f"crops.min_objects={min_objects}"
         )
     return {"images": np.concatenate(images), "labels": np.concatenate(labels), "source": np.array(sources)}
+
+
+def crops_by_group(
+    samples: Sequence[AnnotatedImage], groups: dict[str, Sequence[str]], **settings: Any
+) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`crops_from_images` of the images each group names (``{group: image names}``),
+    with the settings of :func:`crops_from_images` (``size``, ``stride``, ...)."""
+    by_name = {s.name: s for s in samples}
+    missing = sorted({n for names in groups.values() for n in names} - by_name.keys())
+    if missing:
+        raise ValueError(f"the folds name images the dataset does not hold: {missing[:5]}; rerun data_prep")
+    result = {}
+    for group, names in groups.items():
+        result[group] = crops_from_images([by_name[n] for n in names], progress=True, **settings)
+        logger.info("%s: %d crops from %d images", group, len(result[group]["labels"]), len(names))
+    return result

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -55,19 +55,16 @@ class AnnotatedImageFolderDataset(AbstractVersionedDataset[list[AnnotatedImage],
         return {"path": str(self._filepath), "version": self._version}
 
 
-class NpzGroups(Mapping[str, dict[str, np.ndarray]]):
-    """Read-only mapping ``group -> dict of arrays`` over a folder of ``<group>.npz`` files.
+class LazyGroups(Mapping[str, Any]):
+    """Read-only mapping ``group -> data`` over one file or folder per group, each read when accessed,
+    so a node touching one fold never holds the others in memory."""
 
-    A group is read from disk when it is accessed, so a node touching one fold
-    never holds the others in memory.
-    """
+    def __init__(self, paths: dict[str, Path], read: Callable[[Path], Any]):
+        self._paths = dict(sorted(paths.items()))
+        self._read = read
 
-    def __init__(self, folder: Path):
-        self._paths = {p.stem: p for p in sorted(folder.glob("*.npz"))}
-
-    def __getitem__(self, group: str) -> dict[str, np.ndarray]:
-        with np.load(self._paths[group], allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+    def __getitem__(self, group: str) -> Any:
+        return self._read(self._paths[group])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._paths)
@@ -76,39 +73,91 @@ class NpzGroups(Mapping[str, dict[str, np.ndarray]]):
         return len(self._paths)
 
 
-class NpzGroupsDataset(AbstractVersionedDataset[Mapping[str, dict[str, np.ndarray]], NpzGroups]):
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+class NpzGroupsDataset(AbstractVersionedDataset[Mapping[str, dict[str, np.ndarray]], LazyGroups]):
     """Arrays per group (``fold_0``, ..., or ``all``): a folder with one compressed ``<group>.npz`` each.
 
     Saves ``{group: {name: array}}``, replacing the whole folder atomically (no stale
-    groups survive a rerun with fewer folds); loads an :class:`NpzGroups` mapping.
+    groups survive a rerun with fewer folds); loads a lazy :class:`LazyGroups` mapping.
     """
 
     def __init__(self, path: str, version: Version | None = None, metadata: dict[str, Any] | None = None):
         super().__init__(PurePosixPath(path), version)
         self.metadata = metadata
 
-    def load(self) -> NpzGroups:
-        return NpzGroups(Path(self._get_load_path()))
+    def load(self) -> LazyGroups:
+        return LazyGroups({p.stem: p for p in Path(self._get_load_path()).glob("*.npz")}, _read_npz)
 
     def save(self, data: Mapping[str, dict[str, np.ndarray]]) -> None:
-        folder = Path(self._get_save_path())
-        if not data:
-            raise ValueError(f"NpzGroupsDataset {self._filepath}: nothing to save (no groups)")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            for group, arrays in data.items():
-                np.savez_compressed(staging / f"{group}.npz", **arrays)
-            replace_directory(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        _save_groups(Path(self._get_save_path()), data, lambda staging, group, arrays: np.savez_compressed(
+            staging / f"{group}.npz", **arrays), f"NpzGroupsDataset {self._filepath}")
 
     def _exists(self) -> bool:
         return Path(self._get_load_path()).is_dir()
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._filepath), "version": self._version}
+
+
+class AnnotatedImageGroupsDataset(AbstractVersionedDataset[Mapping[str, list[AnnotatedImage]], LazyGroups]):
+    """Annotated image sets per group: a folder ``<group>/`` each, laid out like a real dataset
+    (``images/`` and ``masks/`` paired by stem), so it can be taken out of the project and used as is.
+
+    Saves ``{group: list[AnnotatedImage]}`` (a group may be empty), replacing the whole folder
+    atomically; loads a lazy :class:`LazyGroups` mapping ``group -> list[AnnotatedImage]``.
+    """
+
+    def __init__(self, path: str, version: Version | None = None, metadata: dict[str, Any] | None = None):
+        super().__init__(PurePosixPath(path), version)
+        self.metadata = metadata
+
+    def load(self) -> LazyGroups:
+        folder = Path(self._get_load_path())
+        return LazyGroups({p.name: p for p in folder.iterdir() if p.is_dir()}, _read_group)
+
+    def save(self, data: Mapping[str, list[AnnotatedImage]]) -> None:
+        _save_groups(Path(self._get_save_path()), data, _write_group, f"AnnotatedImageGroupsDataset {self._filepath}")
+
+    def _exists(self) -> bool:
+        return Path(self._get_load_path()).is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._filepath), "version": self._version}
+
+
+def _write_group(staging: Path, group: str, samples: list[AnnotatedImage]) -> None:
+    if samples:
+        write_dataset(staging / group, samples)
+    else:
+        (staging / group / "images").mkdir(parents=True)
+        (staging / group / "masks").mkdir()
+
+
+def _read_group(folder: Path) -> list[AnnotatedImage]:
+    parts = [folder / "images", folder / "masks"]
+    if all(p.is_dir() and not any(p.iterdir()) for p in parts):
+        return []  # a group the generator produced nothing for
+    return read_dataset(folder)
+
+
+def _save_groups(folder: Path, data: Mapping[str, Any], write: Callable[[Path, str, Any], object], name: str) -> None:
+    """Write every group into a staging folder beside ``folder``, then swap it in: no stale groups
+    survive a rerun with fewer folds and a failure leaves the previous data intact."""
+    if not data:
+        raise ValueError(f"{name}: nothing to save (no groups)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for group, value in data.items():
+            write(staging, group, value)
+        replace_directory(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 class TorchDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):

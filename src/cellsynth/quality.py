@@ -1,4 +1,4 @@
-"""Quality of generated flow fields: FID/KID and decode consistency.
+"""Quality of generated flow fields and images: FID/KID, PSNR/SSIM and decode consistency.
 
 Snapshots of the mask GAN are selected by FID (Tasnadi et al. 2023), which
 StyleGAN2-ADA computes from the 2048-d pool features of the TensorFlow
@@ -22,6 +22,9 @@ subsets from the global RNG.
 
 :func:`decode_consistency` measures whether generated fields are numerically
 correct encodings, i.e. whether decoding and re-encoding reproduces them.
+:func:`feature_images` brings microscopy images of any bit depth and channel
+count to the extractor's 8-bit 1- or 3-channel input; :func:`paired_similarity`
+scores generated images against the real images of the same masks.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import (
     URL_INCEPTION_V3,
@@ -430,6 +434,54 @@ def image_quality(
         f"{kid_key}_mean": float(kid.mean()),
         f"{kid_key}_std": float(kid.std(unbiased=False)),
     }
+
+
+def feature_images(images: np.ndarray) -> np.ndarray:
+    """Images scaled to [-1, 1] per channel -> what the feature extractor takes.
+
+    Parameters
+    ----------
+    images
+        ``(N, H, W, C)`` float in [-1, 1], e.g. :meth:`cellsynth.translation.ChannelNormalizer.forward`
+        of 8- or 16-bit images (the same normaliser for the real and the generated set, so both are
+        scaled alike).
+
+    Returns
+    -------
+    np.ndarray
+        ``(N, H, W, 1 or 3)`` uint8: one and three channels are kept, two get an empty third
+        channel, more than three keep the first three.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
+    channels = images.shape[-1]
+    if channels == 2:
+        images = np.concatenate([images, np.full_like(images[..., :1], -1.0)], axis=-1)
+    elif channels > 3:
+        images = images[..., :3]
+    return np.rint((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def paired_similarity(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of generated images against the real images of the same masks.
+
+    Parameters
+    ----------
+    real, fake
+        ``(N, H, W, C)`` float in [-1, 1] (data range 2), the same shape, ``N >= 1``, ``H, W >= 7``.
+
+    Returns
+    -------
+    dict
+        ``{"psnr": mean PSNR, "ssim": mean SSIM over channels and images}``; a pair that is
+        identical counts as 100 dB rather than infinity.
+    """
+    if real.shape != fake.shape or real.ndim != 4 or len(real) == 0:
+        raise ValueError(f"real and fake must be non-empty (N, H, W, C) of one shape, got {real.shape}, {fake.shape}")
+    with np.errstate(divide="ignore"):  # identical pairs: infinite PSNR, capped below
+        psnr = [min(100.0, peak_signal_noise_ratio(r, f, data_range=2.0)) for r, f in zip(real, fake)]
+    ssim = [structural_similarity(r, f, data_range=2.0, channel_axis=-1) for r, f in zip(real, fake)]
+    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
 
 
 def _check_images(images: Any, name: str, min_count: int) -> None:

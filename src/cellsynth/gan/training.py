@@ -18,8 +18,6 @@ wrapper), so one code path serves 1 CPU, 1 GPU and ``torchrun`` with N GPUs.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -40,6 +38,7 @@ from cellsynth.training import (
     capture_rng_state,
     restore_rng_state,
 )
+from cellsynth.training import run_fingerprint as fingerprint
 from cellsynth.training.config import config_from_params
 from cellsynth.training.runtime import seed_everything
 
@@ -177,15 +176,9 @@ def snapshot_rank(metrics: dict[str, float]) -> tuple[bool, float, float]:
 
 
 def run_fingerprint(config: GANConfig, images: np.ndarray) -> str:
-    """Short digest of the settings and the training images: runs that share it may resume each other.
-
-    The length of training (``kimg``, ``snapshot_kimg``) is left out, so a finished run can be extended.
-    """
-    settings = {k: v for k, v in asdict(config).items() if k not in ("kimg", "snapshot_kimg")}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    digest.update(str(images.shape).encode())
-    digest.update(np.ascontiguousarray(images).data)
-    return digest.hexdigest()[:12]
+    """Digest of the settings and training images, leaving out the length of training (``kimg``,
+    ``snapshot_kimg``) so a finished run can be extended."""
+    return fingerprint(config, images, ignore=("kimg", "snapshot_kimg"))
 
 
 def images_to_tensor(images: np.ndarray) -> Tensor:

@@ -5,7 +5,9 @@ from cellsynth.training.checkpoint import (
     CheckpointStore,
     capture_rng_state,
     restore_rng_state,
+    run_fingerprint,
 )
 from cellsynth.training.runtime import Runtime, start_runtime
 
-__all__ = ["CheckpointStore", "Runtime", "capture_rng_state", "restore_rng_state", "start_runtime"]
+__all__ = ["CheckpointStore", "Runtime", "capture_rng_state", "restore_rng_state", "run_fingerprint",
+           "start_runtime"]

@@ -9,9 +9,12 @@ newest complete file.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,17 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def run_fingerprint(config: Any, *arrays: np.ndarray, ignore: tuple[str, ...] = ()) -> str:
+    """Short digest of a settings dataclass and the training arrays: runs that share it may resume each other.
+
+    ``ignore`` names settings left out, typically the length of training, so a finished
+    run can be extended by asking for more.
+    """
+    settings = {k: v for k, v in asdict(config).items() if k not in ignore}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for array in arrays:
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()[:12]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cellsynth import encoding
-from cellsynth.crops import Fold, crops_from_images, make_folds, training_groups
+from cellsynth.crops import Fold, crops_by_group, make_folds, training_groups
 from cellsynth.io import AnnotatedImage, read_dataset, write_dataset
 from cellsynth.metrics import object_statistics, segmentation_accuracy
 from cellsynth.phantom import demo_dataset
@@ -51,13 +51,8 @@ def extract_training_crops(
     images: list[AnnotatedImage], folds: dict[str, Any], crops: dict[str, Any], training_scope: str
 ) -> dict[str, dict[str, np.ndarray]]:
     """EXTRACT-CROPS from the training images of each group (fold or all)."""
-    by_name = {s.name: s for s in images}
-    groups = training_groups([Fold.from_dict(f) for f in folds["folds"]], list(by_name), training_scope)
-    result = {}
-    for group, names in groups.items():
-        result[group] = crops_from_images([by_name[n] for n in names], progress=True, **crops)
-        logger.info("%s: %d crops from %d training images", group, len(result[group]["labels"]), len(names))
-    return result
+    groups = training_groups([Fold.from_dict(f) for f in folds["folds"]], [s.name for s in images], training_scope)
+    return crops_by_group(images, groups, **crops)
 
 
 def encode_crops(training_crops: Mapping[str, dict], encoding_params: dict[str, Any]) -> dict[str, dict]:

@@ -28,19 +28,20 @@ logger = logging.getLogger(__name__)
 
 
 def train_mask_gans(
-    encoded_flows: Mapping[str, dict], params: dict[str, Any], encoding_params: dict[str, Any]
+    encoded_flows: Mapping[str, dict], params: dict[str, Any], encoding_params: dict[str, Any], fid: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """TRAIN-GAN for each group (fold or all) on its encoded training crops.
 
     Checkpoints go to ``mask_gan.checkpoint_dir/<group>-<fingerprint>``; a rerun with
     the same settings and data resumes there (and a finished run, e.g. one trained
-    with ``torchrun -m cellsynth.pipelines.mask_gan.torchrun``, is only loaded).
+    with ``torchrun -m cellsynth.pipelines.torchrun mask_gan``, is only loaded).
     Snapshot metrics go to MLflow as ``mask_gan.<group>.<metric>`` with the image count as step.
     """
     runtime = start_runtime(**params["runtime"], seed=params["training"]["seed"])
     models = {}
     for group in sorted(encoded_flows):
-        result, store = train_group(group, encoded_flows[group]["flows"], params, encoding_params["method"], runtime)
+        result, store = train_group(group, encoded_flows[group]["flows"], params, encoding_params["method"], fid,
+                                    runtime)
         logger.info("%s: best snapshot %s", group, result.best)
         models[group] = {"architecture": result.architecture, "G_ema": result.generator_ema.state_dict(),
                          "best": result.best, "history": result.history, "encoding": encoding_params["method"],
@@ -49,7 +50,7 @@ def train_mask_gans(
 
 
 def train_group(
-    group: str, encoded: np.ndarray, params: dict[str, Any], method: str, runtime: Runtime
+    group: str, encoded: np.ndarray, params: dict[str, Any], method: str, fid: dict[str, Any], runtime: Runtime
 ) -> tuple[GANTrainingResult, CheckpointStore]:
     """Train (or resume, or load) the mask GAN of one group; shared by the node and the torchrun entry point."""
     config = GANConfig.from_params(params["training"])
@@ -58,8 +59,7 @@ def train_group(
     flows = encoding.as_gan_images(encoded, method)
     evaluation = params["evaluation"]
     sample = flows[np.random.default_rng(0).permutation(len(flows))[: evaluation["n_images"]]]
-    features = quality.inception_features(evaluation.get("inception_weights"), evaluation["allow_download"],
-                                          device=runtime.device)
+    features = quality.inception_features(fid["inception_weights"], fid["allow_download"], device=runtime.device)
     reference = quality.extract_features(sample, features, name="real flows")
 
     def evaluate(generator: Generator) -> dict[str, float]:

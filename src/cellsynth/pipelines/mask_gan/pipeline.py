@@ -8,7 +8,7 @@ from cellsynth.pipelines.mask_gan import nodes
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
-            node(nodes.train_mask_gans, ["encoded_flows", "params:mask_gan", "params:encoding"],
+            node(nodes.train_mask_gans, ["encoded_flows", "params:mask_gan", "params:encoding", "params:fid"],
                  "mask_gan_models", name="train_mask_gans"),
             node(nodes.generate_synthetic_masks,
                  ["mask_gan_models", "encoded_flows", "params:mask_gan.generation", "params:encoding"],

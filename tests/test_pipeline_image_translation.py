@@ -1,0 +1,76 @@
+"""A real Kedro session runs data_prep -> mask_gan -> image_translation per fold on a tiny configuration."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run
+from test_pipeline_mask_gan import GAN_TINY
+
+from cellsynth.io import read_dataset
+
+PIX2PIX_TINY = {
+    **GAN_TINY,
+    "training_scope": "folds",
+    "image_translation.training.epochs": 2,
+    "image_translation.training.decay_epochs": 1,
+    "image_translation.training.batch": 4,
+    "image_translation.training.g_filters": 8,
+    "image_translation.training.d_filters": 8,
+    "image_translation.training.checkpoint_every": 1,
+    "image_translation.runtime.device": "cpu",
+}
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_image_translation_trains_per_fold_translates_measures_and_resumes(project: Path):
+    for pipeline in ("data_prep", "mask_gan", "image_translation"):
+        run(project, PIX2PIX_TINY, pipeline=pipeline)
+    folds = json.loads((project / "data/02_intermediate/folds.json").read_text())["folds"]
+
+    # pix2pix never sees the fold's validation or test images; it is measured on the validation images
+    for i, fold in enumerate(folds):
+        with np.load(project / f"data/03_primary/heldout_crops/fold_{i}.npz") as heldout:
+            assert set(heldout["source"]) == set(fold["val"])
+        with np.load(project / f"data/03_primary/training_crops/fold_{i}.npz") as crops:
+            assert not set(crops["source"]) & (set(fold["val"]) | set(fold["test"]))
+
+    (version,) = list((project / "data/06_models/pix2pix_models.pt").iterdir())
+    models = torch.load(version / "pix2pix_models.pt", weights_only=False)
+    assert sorted(models) == ["fold_0", "fold_1", "fold_2"]
+    assert [h["epoch"] for h in models["fold_0"]["history"]] == [1.0, 2.0]
+    assert models["fold_0"]["normalizer"]["dtype"] == "uint8" and models["fold_0"]["representation"] == "label"
+
+    # synthetic pairs: a real dataset per fold, one image for every kept GAN mask, same masks
+    (pairs_version,) = list((project / "data/07_model_output/synthetic_pairs").iterdir())
+    (masks_version,) = list((project / "data/07_model_output/synthetic_masks").iterdir())
+    for i in range(3):
+        with np.load(masks_version / "synthetic_masks" / f"fold_{i}.npz") as synthetic:
+            labels = synthetic["labels"]
+        pairs = read_dataset(pairs_version / "synthetic_pairs" / f"fold_{i}")
+        assert len(pairs) == len(labels) == 8
+        assert all(p.image.shape == (32, 32, 3) and p.image.dtype == np.uint8 for p in pairs)
+        for pair, mask in zip(pairs, labels):
+            assert len(np.unique(pair.labels)) == len(np.unique(mask))  # relabelled sequentially on write
+
+    assert (project / "data/08_reporting/image_translation_sample_grid.png").stat().st_size > 1000
+    with sqlite3.connect(project / "mlflow.db") as db:
+        logged = dict(db.execute("SELECT key, value FROM metrics").fetchall())
+    for key in ("image_translation.fold_1.heldout.psnr", "image_translation.fold_1.heldout.ssim",
+                "image_translation.fold_1.heldout.fid_randinit", "image_translation.fold_1.gan_masks.fid_randinit",
+                "image_translation.heldout.psnr", "image_translation.fold_2.G_l1", "image_translation.fold_2.D_loss"):
+        assert np.isfinite(logged[key]), key
+    assert logged["image_translation.heldout.psnr"] == pytest.approx(
+        np.mean([logged[f"image_translation.fold_{i}.heldout.psnr"] for i in range(3)]))
+
+    # asking for more epochs continues the finished runs instead of starting over
+    run(project, {**PIX2PIX_TINY, "image_translation.training.epochs": 3}, pipeline="image_translation")
+    latest = max((project / "data/06_models/pix2pix_models.pt").iterdir())
+    models = torch.load(latest / "pix2pix_models.pt", weights_only=False)
+    assert [h["epoch"] for h in models["fold_0"]["history"]] == [1.0, 2.0, 3.0]
