@@ -9,9 +9,12 @@ from cellsynth.crops import (
     crop_origins,
     crops_from_images,
     extract_crops,
+    fold_of_group,
     heldout_groups,
     make_folds,
+    subset_group,
     training_groups,
+    training_subset,
 )
 from cellsynth.io import AnnotatedImage
 
@@ -101,10 +104,27 @@ def test_crops_from_images_records_sources_and_rejects_unusable_sets():
 
 
 def test_heldout_groups_are_the_validation_images_of_each_fold():
-    names = [f"im{i}" for i in range(6)]
+    names = [f"im{i}" for i in range(9)]
     folds = make_folds(names, k=3, seed=0)
-    heldout = heldout_groups(folds, names, "folds")
-    assert heldout == {f"fold_{i}": fold.val for i, fold in enumerate(folds)}
+    groups = training_groups(folds, names, "folds", subset_fractions=[0.5])
+    heldout = heldout_groups(groups, folds)
     for i, fold in enumerate(folds):
+        assert heldout[f"fold_{i}"] == heldout[f"fold_{i}-subset_0.5"] == fold.val
         assert not set(heldout[f"fold_{i}"]) & set(fold.train)
-    assert heldout_groups(folds, names, "all") == {"all": tuple(names)}
+    assert heldout_groups({"all": tuple(names)}, folds) == {"all": tuple(names)}
+
+
+def test_subset_groups_hold_nested_shares_of_the_fold_training_images():
+    names = [f"im{i}" for i in range(20)]
+    folds = make_folds(names, k=4, seed=1)
+    groups = training_groups(folds, names, "folds", subset_fractions=[0.625, 0.375], seed=3)
+    assert sorted(groups) == sorted([f"fold_{i}" for i in range(4)] + [subset_group(i, f) for i in range(4)
+                                                                        for f in (0.625, 0.375)])
+    for i, fold in enumerate(folds):
+        large, small = set(groups[f"fold_{i}-subset_0.625"]), set(groups[f"fold_{i}-subset_0.375"])
+        assert len(fold.train) == 10 and len(large) == 7 and len(small) == 4
+        assert small < large < set(fold.train)
+        assert fold_of_group(f"fold_{i}-subset_0.625") == i
+    assert fold_of_group("all") is None
+    with pytest.raises(ValueError, match="fractions"):
+        training_subset(names, 1.5, 0)

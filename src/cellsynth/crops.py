@@ -8,6 +8,7 @@ and are multiplied by the four orthogonal rotations.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -67,27 +68,59 @@ def make_folds(names: Sequence[str], k: int, seed: int) -> list[Fold]:
     return folds
 
 
-def training_groups(folds: Sequence[Fold], names: Sequence[str], scope: str) -> dict[str, tuple[str, ...]]:
+def subset_group(fold: int, fraction: float) -> str:
+    """Name of the group holding ``fraction`` of fold ``fold``'s training images, e.g. ``fold_0-subset_0.625``."""
+    return f"fold_{fold}-subset_{fraction:g}"
+
+
+def training_subset(names: Sequence[str], fraction: float, seed: int) -> tuple[str, ...]:
+    """The first ``ceil(fraction * n)`` of a seeded shuffle of ``names`` (at least one), sorted.
+
+    Subsets of one seed are nested: a smaller fraction takes a prefix of the same shuffle.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"subsets.fractions must lie in (0, 1], got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(names))
+    count = max(1, int(np.ceil(fraction * len(names) - 1e-9)))
+    return tuple(sorted(names[j] for j in order[:count]))
+
+
+def training_groups(
+    folds: Sequence[Fold], names: Sequence[str], scope: str, subset_fractions: Sequence[float] = (), seed: int = 0
+) -> dict[str, tuple[str, ...]]:
     """Image names each generative model trains on.
 
-    ``scope="folds"``: one group per fold (``fold_0``, ...) holding that fold's
-    training images only, what the evaluation needs; ``scope="all"``: one group
-    ``all`` with every image, for a user who just wants a synthetic dataset.
+    ``scope="folds"``: one group per fold (``fold_0``, ...) holding that fold's training images
+    only, what the evaluation needs, plus for every fraction in ``subset_fractions`` a group with
+    that share of them (:func:`subset_group`, :func:`training_subset`) for the subset experiments;
+    ``scope="all"``: one group ``all`` with every image, for a user who just wants a synthetic dataset.
     """
     if scope == "folds":
-        return {f"fold_{i}": fold.train for i, fold in enumerate(folds)}
+        groups = {f"fold_{i}": fold.train for i, fold in enumerate(folds)}
+        for i, fold in enumerate(folds):
+            for fraction in subset_fractions:
+                groups[subset_group(i, fraction)] = training_subset(fold.train, fraction, seed + i)
+        return groups
     if scope == "all":
         return {"all": tuple(names)}
     raise ValueError(f"parameter training_scope must be 'folds' or 'all', got {scope!r}")
 
 
-def heldout_groups(folds: Sequence[Fold], names: Sequence[str], scope: str) -> dict[str, tuple[str, ...]]:
-    """Images a group's generative models never train on, to measure them against: a fold's
-    validation images (its test images stay untouched by every generative step). ``scope="all"``
-    has no held-out images; its group ``all`` gets every image (an in-sample measurement)."""
-    if scope == "folds":
-        return {f"fold_{i}": fold.val for i, fold in enumerate(folds)}
-    return training_groups(folds, names, scope)
+def fold_of_group(group: str) -> int | None:
+    """The fold index of a group name (``fold_2`` and ``fold_2-subset_0.5`` -> 2; ``all`` -> None)."""
+    match = re.fullmatch(r"fold_(\d+)(?:-subset_[0-9.e-]+)?", group)
+    return int(match.group(1)) if match else None
+
+
+def heldout_groups(groups: dict[str, Sequence[str]], folds: Sequence[Fold]) -> dict[str, tuple[str, ...]]:
+    """Images each group's generative models never train on, to measure them against: the
+    validation images of the group's fold (its test images stay untouched by every generative
+    step). The group ``all`` has no held-out images; it gets its own (an in-sample measurement)."""
+    heldout = {}
+    for group, names in groups.items():
+        fold = fold_of_group(group)
+        heldout[group] = tuple(names) if fold is None else folds[fold].val
+    return heldout
 
 
 def crop_origins(length: int, size: int, stride: int) -> list[int]:

@@ -60,7 +60,7 @@ PER_FOLD_COLUMNS: tuple[str, ...] = ("model", "experiment", "fold", "mean", "std
 # name must not contain '.', the separator of the metric key's parts.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_SUBSET = re.compile(r"subset[_-]?(\d+(?:\.\d*)?|\.\d+)")
+_SUBSET = re.compile(r"subset[_-]?(\d+(?:\.\d*)?|\.\d+)(?:_(raw|merge))?")
 _FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 # Files the report itself writes; user figures may not take these names.
@@ -168,14 +168,15 @@ def _short(record: object, limit: int = 160) -> str:
 # ordering
 
 
-def experiment_sort_key(name: str) -> tuple[int, float, str]:
-    """Sort key: raw, merge, pretrain, then ``subset_<fraction>`` by decreasing fraction, then others by name."""
+def experiment_sort_key(name: str) -> tuple[int, float, int, str]:
+    """Sort key: raw, merge, pretrain, then ``subset_<fraction>[_raw|_merge]`` by decreasing fraction
+    (``_raw`` before the others), then other experiments by name."""
     if name in FIXED_EXPERIMENTS:
-        return (FIXED_EXPERIMENTS.index(name), 0.0, name)
+        return (FIXED_EXPERIMENTS.index(name), 0.0, 0, name)
     match = _SUBSET.fullmatch(name)
     if match:
-        return (len(FIXED_EXPERIMENTS), -float(match.group(1)), name)
-    return (len(FIXED_EXPERIMENTS) + 1, 0.0, name)
+        return (len(FIXED_EXPERIMENTS), -float(match.group(1)), int(match.group(2) != "raw"), name)
+    return (len(FIXED_EXPERIMENTS) + 1, 0.0, 0, name)
 
 
 def model_sort_key(name: str) -> tuple[int, str]:

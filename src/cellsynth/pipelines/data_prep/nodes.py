@@ -48,10 +48,15 @@ def split_folds(images: list[AnnotatedImage], folds: dict[str, Any]) -> dict[str
 
 
 def extract_training_crops(
-    images: list[AnnotatedImage], folds: dict[str, Any], crops: dict[str, Any], training_scope: str
+    images: list[AnnotatedImage],
+    folds: dict[str, Any],
+    crops: dict[str, Any],
+    training_scope: str,
+    subsets: dict[str, Any],
 ) -> dict[str, dict[str, np.ndarray]]:
-    """EXTRACT-CROPS from the training images of each group (fold or all)."""
-    groups = training_groups([Fold.from_dict(f) for f in folds["folds"]], [s.name for s in images], training_scope)
+    """EXTRACT-CROPS from the training images of each group (fold, fold subset or all)."""
+    groups = training_groups([Fold.from_dict(f) for f in folds["folds"]], [s.name for s in images], training_scope,
+                             subsets["fractions"], subsets["seed"])
     return crops_by_group(images, groups, **crops)
 
 

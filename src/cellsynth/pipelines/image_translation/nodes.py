@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 
 from cellsynth import quality
-from cellsynth.crops import Fold, crops_by_group, heldout_groups
+from cellsynth.crops import Fold, crops_by_group, heldout_groups, training_groups
 from cellsynth.figures import panel_grid
 from cellsynth.io import AnnotatedImage
 from cellsynth.training import CheckpointStore, Runtime, run_fingerprint, start_runtime
@@ -31,14 +31,20 @@ SAMPLES_SHOWN = 4
 
 
 def extract_heldout_crops(
-    images: list[AnnotatedImage], folds: dict[str, Any], crops: dict[str, Any], training_scope: str
+    images: list[AnnotatedImage],
+    folds: dict[str, Any],
+    crops: dict[str, Any],
+    training_scope: str,
+    subsets: dict[str, Any],
 ) -> dict[str, dict[str, np.ndarray]]:
     """Crops of each fold's validation images (never seen by its generative models), unrotated, to
     measure pix2pix against real images. With ``training_scope: all`` the measurement is in-sample."""
-    if training_scope == "all":
+    split = [Fold.from_dict(f) for f in folds["folds"]]
+    groups = training_groups(split, [s.name for s in images], training_scope, subsets["fractions"], subsets["seed"])
+    if "all" in groups:
         logger.warning("training_scope is 'all': pix2pix is measured on its own training images (in-sample)")
-    groups = heldout_groups([Fold.from_dict(f) for f in folds["folds"]], [s.name for s in images], training_scope)
-    return crops_by_group(images, groups, **{**crops, "rotations": False})
+    heldout = heldout_groups(groups, split)
+    return crops_by_group(images, heldout, **{**crops, "rotations": False})
 
 
 def train_pix2pix_models(training_crops: Mapping[str, dict], params: dict[str, Any]) -> dict[str, dict[str, Any]]:

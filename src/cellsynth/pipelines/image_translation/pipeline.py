@@ -9,7 +9,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
             node(nodes.extract_heldout_crops,
-                 ["annotated_images", "folds", "params:data_prep.crops", "params:training_scope"],
+                 ["annotated_images", "folds", "params:data_prep.crops", "params:training_scope",
+                  "params:subsets"],
                  "heldout_crops", name="extract_heldout_crops"),
             node(nodes.train_pix2pix_models, ["training_crops", "params:image_translation"],
                  "pix2pix_models", name="train_pix2pix_models"),
