@@ -86,20 +86,28 @@ def translate_synthetic_masks(
 
     Returns ``{group: [AnnotatedImage("gan_0000", image, labels), ...]}``, written like a real dataset.
     """
-    missing = sorted(set(synthetic_masks) - set(models))
+    return translate_masks(models, synthetic_masks, params, "gan")
+
+
+def translate_masks(
+    models: dict[str, dict[str, Any]], masks: Mapping[str, dict], params: dict[str, Any], source: str
+) -> dict[str, list[AnnotatedImage]]:
+    """Images for the ``labels`` of every group of ``masks`` by that group's pix2pix, named ``<source>_0000``, ..."""
+    missing = sorted(set(masks) - set(models))
     if missing:
-        raise ValueError(f"synthetic_masks has group(s) {missing} that pix2pix_models lacks {sorted(models)}: "
-                         f"rerun mask_gan and image_translation with the same training_scope and folds")
+        raise ValueError(f"the {source} masks have group(s) {missing} that pix2pix_models lacks {sorted(models)}: "
+                         f"rerun the pipelines with the same training_scope, folds and subsets")
     pairs = {}
-    for group in sorted(synthetic_masks):
-        labels = synthetic_masks[group]["labels"]
+    for group in sorted(masks):
+        labels = masks[group]["labels"]
         if len(labels) == 0:
-            logger.warning("%s: the mask GAN left no synthetic mask to translate", group)
+            logger.warning("%s: there is no %s mask to translate", group, source)
             pairs[group] = []
             continue
         images = _translate(models[group], labels, params)
-        pairs[group] = [AnnotatedImage(f"gan_{i:04d}", image, mask) for i, (image, mask) in enumerate(zip(images, labels))]
-        logger.info("%s: %d synthetic image/mask pairs", group, len(pairs[group]))
+        pairs[group] = [AnnotatedImage(f"{source}_{i:04d}", image, mask)
+                        for i, (image, mask) in enumerate(zip(images, labels))]
+        logger.info("%s: %d %s image/mask pairs", group, len(pairs[group]), source)
     return pairs
 
 

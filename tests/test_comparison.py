@@ -1,0 +1,48 @@
+"""Structure comparison of mask sets: identical sets are at distance 0, a different layout is farther."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellsynth import simcep
+from cellsynth.comparison import MaskSet, compare_mask_sets
+from cellsynth.quality import inception_features
+from cellsynth.translation import ChannelNormalizer
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def features():
+    with pytest.warns(UserWarning):
+        return inception_features(allow_download=False)
+
+
+def _images(labels: np.ndarray) -> np.ndarray:
+    return ((labels > 0) * 200 + 20).astype(np.uint8)[..., None]
+
+
+def test_identical_sets_are_at_zero_and_other_layouts_farther(features):
+    dense = np.stack(simcep.simulate(simcep.SimcepParams(cells_per_crop=12, radius_min=3, radius_max=5), 6, 48, 0))
+    sparse = np.stack(simcep.simulate(simcep.SimcepParams(cells_per_crop=3, radius_min=6, radius_max=9), 6, 48, 1))
+    normalizer = ChannelNormalizer([0], [255], "uint8")
+    scores = compare_mask_sets(MaskSet(dense, _images(dense)),
+                               {"same": MaskSet(dense, _images(dense)), "sparse": MaskSet(sparse, _images(sparse)),
+                                "masks only": MaskSet(sparse), "one": MaskSet(sparse[:1])},
+                               features, normalizer)
+    same, other = scores["same"], scores["sparse"]
+    assert same["flows.fid_randinit"] == pytest.approx(0, abs=1e-6) and same["layout.cells_per_crop"] == 0
+    assert other["flows.fid_randinit"] > 1 and other["images.fid_randinit"] > 1
+    assert other["layout.cells_per_crop"] > 5 and other["layout.area"] > same["layout.area"]
+    assert "images.fid_randinit" not in scores["masks only"]
+    assert "flows.fid_randinit" not in scores["one"] and scores["one"]["n_masks"] == 1
+
+
+def test_mismatched_sizes_and_missing_normalizer_are_named(features):
+    masks = np.stack(simcep.simulate(simcep.SimcepParams(), 2, 32, 0))
+    bigger = np.stack(simcep.simulate(simcep.SimcepParams(), 2, 40, 0))
+    with pytest.raises(ValueError, match="'big'.*shape"):
+        compare_mask_sets(MaskSet(masks), {"big": MaskSet(bigger)}, features)
+    with pytest.raises(ValueError, match="normalizer"):
+        compare_mask_sets(MaskSet(masks, _images(masks)), {}, features)
