@@ -1,0 +1,150 @@
+"""Input checks, per-image normalisation, seeding and atomic model folders shared by both trainers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from cellsynth.io import replace_directory
+
+IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+# csbdeep/StarDist's usual percentiles: robust to a few hot pixels, keeps the bright end.
+NORMALIZE_PERCENTILES: tuple[float, float] = (1.0, 99.8)
+
+T = TypeVar("T")
+
+
+def check_images(images: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
+    """Check raw images and return them as arrays.
+
+    Each image must be ``(H, W)`` or ``(H, W, C)`` uint8, uint16, float32 or
+    float64 with finite values. Raises ValueError naming ``what`` and the index.
+    """
+    if images is None or isinstance(images, np.ndarray) and images.ndim < 3:
+        raise ValueError(f"{what}: expected a sequence of images, got {type(images).__name__}")
+    arrays = [np.asarray(image) for image in images]
+    for index, image in enumerate(arrays):
+        if image.ndim not in (2, 3):
+            raise ValueError(f"{what} image {index}: shape {image.shape} is not (H, W) or (H, W, C)")
+        if image.dtype not in IMAGE_DTYPES:
+            raise ValueError(f"{what} image {index}: dtype {image.dtype} is not uint8, uint16, float32 or float64")
+        if min(image.shape[:2]) < 8:
+            raise ValueError(f"{what} image {index}: shape {image.shape} is too small (under 8 pixels)")
+        if image.dtype.kind == "f" and not np.isfinite(image).all():
+            raise ValueError(f"{what} image {index}: contains NaN or infinite values")
+    return arrays
+
+
+def check_pairs(
+    images: Sequence[np.ndarray], labels: Sequence[np.ndarray], what: str
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Check a non-empty annotated set; return images as arrays and labels as int32 arrays.
+
+    Labels must be ``(H, W)`` integer arrays, non-negative, matching their image's ``(H, W)``.
+    """
+    if images is None or len(images) == 0:
+        raise ValueError(f"{what}: no images given (the set is empty)")
+    if labels is None:
+        raise ValueError(f"{what}: no label images given")
+    arrays = check_images(images, what)
+    if len(labels) != len(arrays):
+        raise ValueError(f"{what}: {len(arrays)} images but {len(labels)} label images")
+    checked = []
+    for index, (image, label) in enumerate(zip(arrays, labels)):
+        label = np.asarray(label)
+        if not np.issubdtype(label.dtype, np.integer):
+            raise ValueError(f"{what} labels {index}: dtype {label.dtype} is not an integer type")
+        if label.shape != image.shape[:2]:
+            raise ValueError(f"{what} pair {index}: labels of shape {label.shape} but image of shape {image.shape}")
+        if label.size and label.min() < 0:
+            raise ValueError(f"{what} labels {index}: negative label ids")
+        if label.size and label.max() > np.iinfo(np.int32).max:
+            raise ValueError(f"{what} labels {index}: label ids exceed int32")
+        checked.append(label.astype(np.int32, copy=False))
+    return arrays, checked
+
+
+def channel_count(images: Sequence[np.ndarray], what: str) -> int:
+    """Number of channels shared by all images (``(H, W)`` counts as 1); ValueError if mixed."""
+    counts = {1 if image.ndim == 2 else image.shape[2] for image in images}
+    if len(counts) != 1:
+        raise ValueError(f"{what}: images have different channel counts {sorted(counts)}; convert them to one")
+    return counts.pop()
+
+
+def normalize_image(image: np.ndarray) -> np.ndarray:
+    """Per-image, per-channel percentile normalisation (1 -> 0, 99.8 -> 1) as StarDist's examples do.
+
+    Returns ``(H, W)`` float32 for one channel (a trailing channel of size 1 is
+    dropped), else ``(H, W, C)`` float32. A constant channel becomes 0.
+    """
+    from csbdeep.utils import normalize
+
+    image = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+    low, high = NORMALIZE_PERCENTILES
+    return normalize(image, low, high, axis=(0, 1), dtype=np.float32)
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's and NumPy's global generators (the libraries draw from them)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+@contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """Yield a not-yet-existing folder beside ``target``; on success it replaces ``target``.
+
+    A crash or exception removes the staging folder and leaves ``target`` as it was.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield staging
+        replace_directory(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def settings_from_dict(cls: type[T], values: dict[str, Any]) -> T:
+    """Rebuild a (possibly nested) settings dataclass from ``dataclasses.asdict`` output read back from JSON.
+
+    Unknown keys are ignored (files from older versions); JSON lists become tuples where the default is one.
+    """
+    known = {field.name: field for field in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in known:
+            continue
+        default = known[name].default
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = settings_from_dict(type(default), value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
