@@ -9,11 +9,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "cellsynth: creating the virtual environment .venv with $PYTHON" >&2
   "$PYTHON" -m venv .venv
 fi
-stamp="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+stamp="$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
 if [ "$(cat .venv/.install-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "cellsynth: installing the project and its dependencies into .venv (the first time takes several minutes)" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[test]'
+  # elasticdeform's wheels are compiled against NumPy 1 and fail to import under NumPy 2: build it here.
+  .venv/bin/python -m pip install --quiet --no-binary elasticdeform -e '.[test]'
   echo "$stamp" > .venv/.install-stamp
 fi
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from kedro.io import AbstractVersionedDataset, Version
+from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
 
 from cellsynth.io import (
     AnnotatedImage,
@@ -181,3 +181,59 @@ class TorchDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version}
+
+
+class FilePathDataset(AbstractDataset[None, Path]):
+    """Loads the path of a file another catalog entry writes (a figure, say), for nodes that copy or embed
+    it; use it under a transcoded name (``mask_gan_sample_grid@path``) so the lineage shows the link."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Path:
+        if not self._filepath.is_file():
+            raise FileNotFoundError(f"{self._filepath} does not exist: run the pipeline that writes it first")
+        return self._filepath.resolve()
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"FilePathDataset {self._filepath} is read-only; save through the entry that writes it")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class StudyReportDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
+    """The study's report folder (:func:`cellsynth.report.write_report`), written atomically and, during a
+    run tracked by MLflow, logged as the artifact folder ``<artifact_path>``.
+
+    Saves the keyword arguments of ``write_report`` (``records``, ``quality_table``, ``figures``, ``title``);
+    loads ``{"folder", "accuracy", "accuracy_per_fold", "metrics"}`` of the written report.
+    """
+
+    def __init__(self, path: str, artifact_path: str = "study_report", metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self._artifact_path = artifact_path
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Any]:
+        from cellsynth import report
+
+        return {"folder": self._path, "accuracy": report.read_accuracy_csv(self._path / "accuracy.csv"),
+                "accuracy_per_fold": report.read_accuracy_csv(self._path / "accuracy_per_fold.csv"),
+                "metrics": report.report_metrics(self._path)}
+
+    def save(self, data: dict[str, Any]) -> None:
+        import mlflow
+
+        from cellsynth import report
+
+        report.write_report(self._path, **data)
+        if mlflow.active_run() is not None:
+            mlflow.log_artifacts(str(self._path), self._artifact_path)
+
+    def _exists(self) -> bool:
+        return (self._path / "index.html").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "artifact_path": self._artifact_path}

@@ -22,6 +22,7 @@ Typical use::
     labels = predict_cellpose(path, test_images)
 """
 
+from cellsynth.segmentation._common import normalize_image, settings_from_dict
 from cellsynth.segmentation.augment import (
     AugmentConfig,
     StarDistAugmenter,
@@ -61,11 +62,13 @@ __all__ = [
     "load_cellpose",
     "load_stardist",
     "make_stardist_augmenter",
+    "normalize_image",
     "predict_cellpose",
     "predict_stardist",
     "random_flip_rotate",
     "read_cellpose_settings",
     "read_stardist_settings",
+    "settings_from_dict",
     "train_cellpose",
     "train_stardist",
 ]

@@ -19,6 +19,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                  "synthetic_pairs", name="translate_synthetic_masks"),
             node(nodes.evaluate_translation,
                  ["pix2pix_models", "heldout_crops", "synthetic_pairs", "params:image_translation", "params:fid"],
-                 ["image_translation_metrics", "image_translation_sample_grid"], name="evaluate_translation"),
+                 ["image_translation_metrics", "image_translation_sample_grid@figure"], name="evaluate_translation"),
         ]
     )

@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  "mask_gan_models", name="train_mask_gans"),
             node(nodes.generate_synthetic_masks,
                  ["mask_gan_models", "encoded_flows", "params:mask_gan.generation", "params:encoding"],
-                 ["synthetic_masks", "mask_gan_sample_grid", "mask_gan_generation_metrics"],
+                 ["synthetic_masks", "mask_gan_sample_grid@figure", "mask_gan_generation_metrics"],
                  name="generate_synthetic_masks"),
         ]
     )

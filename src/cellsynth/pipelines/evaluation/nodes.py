@@ -1,0 +1,85 @@
+"""Nodes of the ``evaluation`` pipeline: thin calls into :mod:`cellsynth.study` and :mod:`cellsynth.report`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from tqdm.auto import tqdm
+
+from cellsynth import report
+from cellsynth.io import AnnotatedImage
+from cellsynth.study import EmptyTrainingSet, Experiment, run_experiment, segmenters
+
+logger = logging.getLogger(__name__)
+
+
+def train_segmentation_models(
+    images: list[AnnotatedImage],
+    synthetic_pairs: Mapping[str, list[AnnotatedImage]],
+    training_sets: dict[str, Any],
+    params: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Train every configured method on every (fold, experiment) for ``repeats`` seeds, score each on
+    its fold's test images, and log the model folders to MLflow (``segmentation_models/...``).
+
+    Models are kept in ``evaluation.model_dir``; finished stages are reused, so a rerun after a crash
+    (or with more experiments) only trains what is missing. An experiment whose training data hold no
+    labelled object (synthetic pairs of an under-trained GAN) is skipped with a warning.
+    """
+    available = segmenters()
+    unknown = sorted(set(params["models"]) - set(available))
+    if unknown:
+        raise ValueError(f"evaluation.models: unknown model(s) {unknown}; choose from {sorted(available)}")
+    if params["repeats"] < 1:
+        raise ValueError(f"evaluation.repeats must be >= 1, got {params['repeats']}")
+    real = {s.name: s for s in images}
+    plan = [Experiment.from_dict(e) for e in training_sets["experiments"]]
+    synthetic = {group: synthetic_pairs[group] for group in sorted({g for e in plan for g in e.synthetic_groups})}
+    jobs = [(e, name, r) for e in plan for name in params["models"] for r in range(params["repeats"])]
+    records = []
+    for experiment, name, repeat in tqdm(jobs, desc="segmentation trainings", unit="model"):
+        method = params[name]
+        folder = Path(params["model_dir"]) / f"fold_{experiment.fold}" / experiment.name / f"{name}-r{repeat}"
+        try:
+            record = run_experiment(experiment, available[name], method["settings"], method["epochs"],
+                                    method.get("budget_settings") or {}, training_sets["augmenter"], repeat, real,
+                                    synthetic, folder)
+        except EmptyTrainingSet as error:
+            logger.warning("skipped: %s", error)
+            continue
+        logger.info("%s %s fold %d repeat %d: test accuracy %.4f (validation %.4f)", name, experiment.name,
+                    experiment.fold, repeat, record["accuracy"], record["validation_accuracy"])
+        if mlflow.active_run() and params["log_models"]:
+            mlflow.log_artifacts(record["model_path"], f"segmentation_models/fold_{experiment.fold}/"
+                                                       f"{experiment.name}/{name}-r{repeat}")
+        records.append(record)
+    return records
+
+
+def write_study_report(
+    results: list[dict[str, Any]],
+    structure_comparison: pd.DataFrame,
+    mask_gan_grid: Path,
+    translation_grid: Path,
+    structure_grid: Path,
+    augmentation_preview: Path,
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """The report (Table 1 and Figure 6 analogues, the generative-quality table, sample grids) and the
+    same accuracies as MLflow metrics ``<model>.<experiment>.accuracy[_std]`` and ``...fold_<i>.accuracy``."""
+    means = structure_comparison[structure_comparison["group"] == "mean"].drop(columns="group").set_index("set")
+    quality = means[[c for c in means.columns if c.split(".")[0] in ("flows", "images", "layout")]]
+    content = {
+        "records": results,
+        "quality_table": quality.T,
+        "figures": {"mask_gan_samples": mask_gan_grid, "image_translation_samples": translation_grid,
+                    "structure_samples": structure_grid, "augmentation_preview": augmentation_preview},
+        "title": params["title"],
+    }
+    metrics = report.metric_names(results)
+    return content, {k: {"value": v, "step": 0} for k, v in metrics.items()}

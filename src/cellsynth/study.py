@@ -1,0 +1,273 @@
+"""The paper's segmentation experiments as a plan: which images train, validate and test each model.
+
+For every cross-validation fold, an experiment is one or two training *stages*, each a set of real
+training images plus, optionally, the synthetic pairs of one generative group:
+
+- ``raw``: the fold's real training images;
+- ``merge``: raw + the synthetic pairs generated from the fold's training images (the paper's
+  "augmentation");
+- ``pretrain``: the synthetic pairs alone, then fine-tuning on raw (the paper's "fine-tune");
+- ``subset_<f>_raw`` / ``subset_<f>_merge``: a share ``f`` of the training images, without and with
+  the synthetic pairs of generative models trained on that share only (the paper's subset experiments).
+
+Every model of a fold is chosen on the fold's validation images and scored on its test images, which
+no stage ever contains (:func:`check_plan` proves it for a plan).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from cellsynth.crops import Fold, fold_of_group, subset_group, training_subset
+from cellsynth.io import AnnotatedImage
+from cellsynth.metrics import segmentation_accuracy
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENTS: tuple[str, ...] = ("raw", "merge", "pretrain")
+Budget = Literal["train", "finetune", "subset"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run: real image names, plus the synthetic pairs of group ``synthetic`` (or none).
+
+    ``budget`` names the epoch budget it gets: ``train`` (from scratch), ``finetune`` (continuing the
+    previous stage) or ``subset`` (from scratch on a subset), as the paper's 100 / 20 / 50 epochs.
+    """
+
+    real: tuple[str, ...]
+    synthetic: str | None
+    budget: Budget
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The training stages of one experiment on one fold, with the images that choose and score it."""
+
+    fold: int
+    name: str
+    stages: tuple[Stage, ...]
+    validation: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Experiment:
+        stages = tuple(Stage(tuple(s["real"]), s["synthetic"], s["budget"]) for s in data["stages"])
+        return cls(int(data["fold"]), data["name"], stages, tuple(data["validation"]), tuple(data["test"]))
+
+    @property
+    def synthetic_groups(self) -> tuple[str, ...]:
+        return tuple(s.synthetic for s in self.stages if s.synthetic is not None)
+
+
+def plan_experiments(
+    folds: Sequence[Fold], experiments: Sequence[str], subset_fractions: Sequence[float] = (), seed: int = 0
+) -> list[Experiment]:
+    """Every (fold, experiment) of the study.
+
+    Parameters
+    ----------
+    folds
+        The cross-validation folds.
+    experiments
+        Names from :data:`EXPERIMENTS`, in any order.
+    subset_fractions
+        Shares of each fold's training images for the subset experiments; the subsets are the ones
+        the generative models of group :func:`cellsynth.crops.subset_group` were trained on (same
+        ``seed``, see :func:`cellsynth.crops.training_groups`).
+    seed
+        The subsets' seed (``subsets.seed``).
+    """
+    unknown = sorted(set(experiments) - set(EXPERIMENTS))
+    if unknown:
+        raise ValueError(f"augmentation.experiments: unknown experiment(s) {unknown}; choose from {EXPERIMENTS}")
+    if not experiments and not subset_fractions:
+        raise ValueError("augmentation.experiments is empty and subsets.fractions too: nothing to train")
+    plan = []
+    for i, fold in enumerate(folds):
+        group = f"fold_{i}"
+        stages: dict[str, tuple[Stage, ...]] = {
+            "raw": (Stage(fold.train, None, "train"),),
+            "merge": (Stage(fold.train, group, "train"),),
+            "pretrain": (Stage((), group, "train"), Stage(fold.train, None, "finetune")),
+        }
+        for name in sorted(set(experiments), key=EXPERIMENTS.index):
+            plan.append(Experiment(i, name, stages[name], fold.val, fold.test))
+        for fraction in subset_fractions:
+            subset = training_subset(fold.train, fraction, seed + i)
+            for suffix, synthetic in (("raw", None), ("merge", subset_group(i, fraction))):
+                plan.append(Experiment(i, f"subset_{fraction:g}_{suffix}", (Stage(subset, synthetic, "subset"),),
+                                       fold.val, fold.test))
+    check_plan(plan, folds)
+    return plan
+
+
+def check_plan(plan: Sequence[Experiment], folds: Sequence[Fold]) -> None:
+    """Raise when a stage trains on an image of its fold's validation or test set, or on an image
+    outside the fold's training set (the leakage guard of the study)."""
+    for experiment in plan:
+        fold = folds[experiment.fold]
+        if set(experiment.test) != set(fold.test) or set(experiment.validation) != set(fold.val):
+            raise ValueError(f"{experiment.name} of fold {experiment.fold}: validation/test images differ from the fold's")
+        for stage in experiment.stages:
+            leaked = sorted(set(stage.real) - set(fold.train))
+            if leaked:
+                raise ValueError(f"{experiment.name} of fold {experiment.fold} would train on {leaked}, "
+                                 f"which are not training images of that fold")
+            if stage.synthetic is not None and fold_of_group(stage.synthetic) != experiment.fold:
+                raise ValueError(f"{experiment.name} of fold {experiment.fold} uses synthetic group "
+                                 f"{stage.synthetic}, generated from another fold")
+
+
+class EmptyTrainingSet(ValueError):
+    """A training stage has no labelled object to learn from (typically an under-trained GAN's output)."""
+
+
+@dataclass(frozen=True)
+class Segmenter:
+    """How the study trains and applies one segmentation method (StarDist or Cellpose).
+
+    ``settings`` builds the method's settings dataclass from a parameters dict (with ``epochs`` and
+    ``seed`` set per stage), ``train(images, labels, val_images, val_labels, settings, folder,
+    init_from)`` writes a model folder, ``predict(folder, images)`` returns label images.
+    """
+
+    name: str
+    settings: Callable[[dict[str, Any]], Any]
+    train: Callable[..., Path]
+    predict: Callable[[Path, list[np.ndarray]], list[np.ndarray]]
+    elastic: bool  # the paper deforms elastically for StarDist only
+
+
+def segmenters() -> dict[str, Segmenter]:
+    """The methods of the study (imported lazily: TensorFlow and Cellpose load slowly)."""
+    from cellsynth.segmentation import (
+        CellposeSettings,
+        StarDistSettings,
+        predict_cellpose,
+        predict_stardist,
+        train_cellpose,
+        train_stardist,
+    )
+
+    return {
+        "stardist": Segmenter("stardist", lambda p: _settings(StarDistSettings, p, "stardist"), train_stardist,
+                              predict_stardist, elastic=True),
+        "cellpose": Segmenter("cellpose", lambda p: _settings(CellposeSettings, p, "cellpose"), train_cellpose,
+                              predict_cellpose, elastic=False),
+    }
+
+
+def _settings(cls: type, params: dict[str, Any], name: str) -> Any:
+    """A settings dataclass from parameters, naming any key it does not have (a typo must not pass silently)."""
+    from cellsynth.segmentation import settings_from_dict
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"evaluation.{name}.settings: unknown setting(s) {unknown}; known: {sorted(known)}")
+    return settings_from_dict(cls, params)
+
+
+def run_experiment(
+    experiment: Experiment,
+    segmenter: Segmenter,
+    settings: dict[str, Any],
+    epochs: dict[str, int],
+    budget_settings: dict[str, dict[str, Any]],
+    augmenter: dict[str, Any],
+    repeat: int,
+    real: Mapping[str, AnnotatedImage],
+    synthetic: Mapping[str, Sequence[AnnotatedImage]],
+    folder: Path,
+) -> dict[str, Any]:
+    """Train ``segmenter`` through the stages of ``experiment`` and score it on the fold's test images.
+
+    Parameters
+    ----------
+    settings
+        The method's settings (its dataclass fields) except ``epochs``, ``seed`` and ``augment_config``.
+    epochs
+        Epochs per stage budget: ``train``, ``finetune``, ``subset``.
+    budget_settings
+        Settings that differ for a budget, e.g. ``{"subset": {"rescale": False}}`` (the paper's
+        Cellpose subset runs did not rescale by the median object size).
+    augmenter
+        :class:`cellsynth.segmentation.AugmentConfig` fields (elastic deformation is switched off for
+        methods that the paper trained without it).
+    repeat
+        Repeat index: seeds training with ``settings.seed + repeat``.
+    real
+        Real annotated images by name (must hold every image the experiment names).
+    synthetic
+        Synthetic pairs by group.
+    folder
+        Where the models go: ``<folder>/stage<k>-<digest>/``. A stage whose folder exists (same
+        settings, data and starting point) is reused, so an interrupted study resumes.
+
+    Raises
+    ------
+    EmptyTrainingSet
+        A stage has no labelled object at all.
+
+    Returns
+    -------
+    dict
+        The record: ``model``, ``experiment``, ``fold``, ``repeat``, ``accuracy`` (test),
+        ``validation_accuracy``, ``trained_on`` (real image names), ``synthetic_pairs`` (count),
+        ``model_path``.
+    """
+    missing = sorted({n for s in experiment.stages for n in s.real} - set(real)
+                     | set(experiment.validation + experiment.test) - set(real))
+    if missing:
+        raise ValueError(f"{experiment.name} of fold {experiment.fold}: images {missing[:5]} are not in the dataset")
+    digest = hashlib.sha256(segmenter.name.encode())
+    model, trained_on, n_synthetic = None, set(), 0
+    val = [real[n] for n in experiment.validation]
+    for k, stage in enumerate(experiment.stages):
+        samples = [real[n] for n in stage.real] + list(synthetic[stage.synthetic] if stage.synthetic else [])
+        if not any(sample.labels.any() for sample in samples):
+            raise EmptyTrainingSet(f"{experiment.name} of fold {experiment.fold}, stage {k}: no labelled object in "
+                                   f"its {len(samples)} training image(s) (synthetic group {stage.synthetic}: the "
+                                   f"GAN's masks did not pass its filters, or hold no objects)")
+        trained_on |= set(stage.real)
+        n_synthetic += len(samples) - len(stage.real)
+        stage_settings = {**settings, **budget_settings.get(stage.budget, {}), "epochs": epochs[stage.budget],
+                          "seed": settings.get("seed", 0) + repeat,
+                          "augment_config": {**augmenter, "elastic": augmenter["elastic"] and segmenter.elastic}}
+        config = segmenter.settings(stage_settings)
+        digest.update(json.dumps([k, stage.budget, stage_settings], sort_keys=True).encode())
+        for sample in samples:
+            digest.update(sample.image.tobytes())
+            digest.update(sample.labels.tobytes())
+        target = folder / f"stage{k}-{digest.hexdigest()[:12]}"
+        if target.is_dir():
+            logger.info("%s %s fold %d repeat %d stage %d: reusing %s", segmenter.name, experiment.name,
+                        experiment.fold, repeat, k, target)
+        else:
+            logger.info("%s %s fold %d repeat %d stage %d: training on %d images (%d synthetic) for %d epochs",
+                        segmenter.name, experiment.name, experiment.fold, repeat, k, len(samples),
+                        len(samples) - len(stage.real), epochs[stage.budget])
+            segmenter.train([s.image for s in samples], [s.labels for s in samples], [s.image for s in val],
+                            [s.labels for s in val], config, target, init_from=model)
+        model = target
+    test = [real[n] for n in experiment.test]
+    return {
+        "model": segmenter.name, "experiment": experiment.name, "fold": experiment.fold, "repeat": repeat,
+        "accuracy": segmentation_accuracy([s.labels for s in test], segmenter.predict(model, [s.image for s in test])),
+        "validation_accuracy": segmentation_accuracy([s.labels for s in val],
+                                                     segmenter.predict(model, [s.image for s in val])),
+        "trained_on": sorted(trained_on), "synthetic_pairs": n_synthetic, "model_path": str(model),
+    }

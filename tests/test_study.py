@@ -1,0 +1,102 @@
+"""The whole study, as plain `kedro run` runs it, on a tiny configuration: every pipeline, every fold.
+
+Also the study's leakage guard: a fold's test images never reach its GAN, pix2pix, SIMCEP fit or
+segmentation training, and its validation images only choose and measure models.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run
+from test_pipeline_image_translation import PIX2PIX_TINY
+
+from cellsynth import report
+from cellsynth.crops import fold_of_group
+from cellsynth.io import read_labels
+
+STUDY_TINY = {
+    **PIX2PIX_TINY,
+    "subsets.fractions": [0.5],
+    "simcep_baseline.simulation.n": 8,
+    "augmentation.experiments": ["raw", "merge", "pretrain"],
+    "evaluation.stardist.epochs": {"train": 1, "finetune": 1, "subset": 1},
+    "evaluation.stardist.settings.steps_per_epoch": 2,
+    "evaluation.stardist.settings.patch_size": [32, 32],
+    "evaluation.cellpose.epochs": {"train": 1, "finetune": 1, "subset": 1},
+    "evaluation.cellpose.settings.bsize": 32,
+    "evaluation.log_models": False,
+}
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_default_run_executes_the_whole_study_without_leakage(project: Path):
+    run(project, STUDY_TINY, pipeline="__default__")
+    folds = json.loads((project / "data/02_intermediate/folds.json").read_text())["folds"]
+    groups = sorted(p.stem for p in (project / "data/03_primary/training_crops").glob("*.npz"))
+    assert groups == ["fold_0", "fold_0-subset_0.5", "fold_1", "fold_1-subset_0.5", "fold_2", "fold_2-subset_0.5"]
+
+    # generative models: trained on their fold's (subset of) training images only, measured on validation
+    (simcep_version,) = list((project / "data/06_models/simcep_parameters.json").iterdir())
+    simcep = json.loads((simcep_version / "simcep_parameters.json").read_text())
+    for group in groups:
+        fold = folds[fold_of_group(group)]
+        with np.load(project / f"data/03_primary/training_crops/{group}.npz") as crops:
+            sources, n_crops = set(crops["source"]), len(crops["labels"])
+        assert sources <= set(fold["train"]) and not sources & (set(fold["val"]) | set(fold["test"]))
+        assert simcep[group]["fitted_on"] == n_crops  # SIMCEP saw these crops and nothing else
+        with np.load(project / f"data/03_primary/heldout_crops/{group}.npz") as heldout:
+            assert set(heldout["source"]) == set(fold["val"])
+
+    # segmentation: every fold x experiment x model, trained without the fold's validation or test images
+    (results_version,) = list((project / "data/07_model_output/segmentation_results.json").iterdir())
+    results = json.loads((results_version / "segmentation_results.json").read_text())
+    # (pretraining on synthetic pairs alone is skipped, with a warning, when the tiny GAN's masks hold no object)
+    (pairs_version,) = list((project / "data/07_model_output/synthetic_pairs").iterdir())
+    with_objects = {f for f in range(3) if any(
+        read_labels(p).any() for p in (pairs_version / "synthetic_pairs" / f"fold_{f}" / "masks").iterdir())}
+    expected = {(m, e, f) for m in ("stardist", "cellpose") for f in range(3)
+                for e in ("raw", "merge", "subset_0.5_raw", "subset_0.5_merge")}
+    expected |= {(m, "pretrain", f) for m in ("stardist", "cellpose") for f in with_objects}
+    assert {(r["model"], r["experiment"], r["fold"]) for r in results} == expected
+    for record in results:
+        fold = folds[record["fold"]]
+        assert set(record["trained_on"]) <= set(fold["train"]), record
+        assert 0 <= record["accuracy"] <= 1
+        if record["experiment"] in ("merge", "pretrain", "subset_0.5_merge"):
+            assert record["synthetic_pairs"] == 8
+    plan = json.loads((project / "data/05_model_input/training_sets.json").read_text())["experiments"]
+    for experiment in plan:
+        fold = folds[experiment["fold"]]
+        assert experiment["test"] == fold["test"] and experiment["validation"] == fold["val"]
+        for stage in experiment["stages"]:
+            assert not set(stage["real"]) & (set(fold["test"]) | set(fold["val"]))
+            assert stage["synthetic"] is None or fold_of_group(stage["synthetic"]) == experiment["fold"]
+
+    # the report states exactly the numbers MLflow holds
+    study = project / "data/08_reporting/study"
+    html = (study / "index.html").read_text()
+    assert html.count("data:image/png;base64") >= 5 and "subset_0.5_merge" in html
+    with sqlite3.connect(project / "mlflow.db") as db:
+        logged = dict(db.execute("SELECT key, value FROM metrics").fetchall())
+        (runs,) = db.execute("SELECT COUNT(*) FROM runs").fetchone()
+    stated = report.report_metrics(study)
+    assert runs == 1 and "stardist.merge.accuracy" in stated and "cellpose.raw.fold_2.accuracy" in stated
+    assert {k: logged[k] for k in stated} == pytest.approx(stated, abs=1e-12)
+    for key in ("simcep_baseline.gan.flows.fid_randinit", "simcep_baseline.simcep.layout.ripley_l",
+                "image_translation.heldout.ssim", "simcep.fold_0.cells_per_crop"):
+        assert key in logged, key
+
+    # the notebook reads the same run through the catalog
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "notebooks/study_results.ipynb").read_text())
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec("".join(cell["source"]), namespace)  # noqa: S102 - our own notebook
+    assert len(namespace["results"]) == len(results)
+    assert namespace["aggregated"]["mean"].tolist() == pytest.approx(report.aggregate(results)["mean"].tolist())

@@ -1,0 +1,93 @@
+"""The study plan (which images train, choose and score each model) and the experiment runner."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import disk_labels
+
+from cellsynth.crops import make_folds, training_groups
+from cellsynth.io import AnnotatedImage
+from cellsynth.study import (
+    EmptyTrainingSet,
+    Experiment,
+    Stage,
+    check_plan,
+    plan_experiments,
+    run_experiment,
+    segmenters,
+)
+
+
+def test_plan_covers_every_fold_and_experiment_and_never_trains_on_held_out_images():
+    names = [f"im{i:02d}" for i in range(12)]
+    folds = make_folds(names, k=4, seed=0)
+    plan = plan_experiments(folds, ["merge", "raw", "pretrain"], subset_fractions=[0.5], seed=7)
+    assert [(e.fold, e.name) for e in plan[:5]] == [(0, "raw"), (0, "merge"), (0, "pretrain"), (0, "subset_0.5_raw"),
+                                                   (0, "subset_0.5_merge")]
+    assert len(plan) == 4 * 5
+    groups = training_groups(folds, names, "folds", [0.5], seed=7)
+    for experiment in plan:
+        fold = folds[experiment.fold]
+        assert experiment.test == fold.test and experiment.validation == fold.val
+        for stage in experiment.stages:
+            assert not set(stage.real) & (set(fold.val) | set(fold.test))
+            if stage.synthetic is not None:  # synthetic pairs of generative models trained on these very images
+                assert set(groups[stage.synthetic]) == set(stage.real or fold.train)
+    pretrain = next(e for e in plan if e.name == "pretrain")
+    assert [(len(s.real), s.synthetic, s.budget) for s in pretrain.stages] == [(0, "fold_0", "train"),
+                                                                                (6, None, "finetune")]
+    assert Experiment.from_dict(pretrain.to_dict()) == pretrain
+
+
+def test_a_plan_that_trains_on_test_images_or_another_folds_synthetic_data_is_refused():
+    folds = make_folds([f"im{i}" for i in range(6)], k=3, seed=0)
+    fold = folds[0]
+    leaky = Experiment(0, "raw", (Stage(fold.train + fold.test[:1], None, "train"),), fold.val, fold.test)
+    with pytest.raises(ValueError, match="not training images"):
+        check_plan([leaky], folds)
+    foreign = Experiment(0, "merge", (Stage(fold.train, "fold_1", "train"),), fold.val, fold.test)
+    with pytest.raises(ValueError, match="another fold"):
+        check_plan([foreign], folds)
+    with pytest.raises(ValueError, match="unknown experiment"):
+        plan_experiments(folds, ["raw", "mixup"])
+
+
+def _sample(name: str, seed: int, empty: bool = False) -> AnnotatedImage:
+    rng = np.random.default_rng(seed)
+    centres = [tuple(int(v) for v in rng.integers(8, 56, 2)) for _ in range(5)]
+    labels = np.zeros((64, 64), np.int32) if empty else disk_labels((64, 64), centres, 5)
+    image = ((labels > 0) * 180 + rng.integers(0, 40, (64, 64))).astype(np.uint8)[..., None]
+    return AnnotatedImage(name, image, labels)
+
+
+def test_pretraining_then_fine_tuning_runs_resumes_and_refuses_empty_data(tmp_path: Path):
+    real = {f"im{i}": _sample(f"im{i}", i) for i in range(4)}
+    synthetic = {"fold_0": [_sample(f"gan_{i}", 10 + i) for i in range(2)],
+                 "fold_0-empty": [_sample("gan_e", 20, empty=True)]}
+    experiment = Experiment(0, "pretrain", (Stage((), "fold_0", "train"), Stage(("im0", "im1"), None, "finetune")),
+                            ("im2",), ("im3",))
+    settings = {"steps_per_epoch": 1, "batch_size": 2, "unet_n_depth": 2, "unet_n_filter_base": 8,
+                "net_conv_after_unet": 16, "patch_size": [32, 32], "n_rays": 16}
+    augmenter = {"elastic": True, "p_elastic": 0.5}
+    stardist = segmenters()["stardist"]
+    args = (settings, {"train": 1, "finetune": 1, "subset": 1}, {}, augmenter, 0, real, synthetic, tmp_path)
+    record = run_experiment(experiment, stardist, *args)
+    assert record["trained_on"] == ["im0", "im1"] and record["synthetic_pairs"] == 2
+    assert 0 <= record["accuracy"] <= 1 and Path(record["model_path"]).name.startswith("stage1-")
+    assert len(list(tmp_path.iterdir())) == 2  # one model folder per stage
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished stage was trained again")
+
+    again = run_experiment(experiment, dataclasses.replace(stardist, train=no_training), *args)
+    assert again == record
+
+    empty = Experiment(0, "pretrain", (Stage((), "fold_0-empty", "train"),), ("im2",), ("im3",))
+    with pytest.raises(EmptyTrainingSet, match="no labelled object"):
+        run_experiment(empty, stardist, *args)
+    with pytest.raises(ValueError, match="unknown setting"):
+        run_experiment(experiment, stardist, {**settings, "n_ray": 8}, *args[1:])
