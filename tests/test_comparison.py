@@ -29,7 +29,8 @@ def test_identical_sets_are_at_zero_and_other_layouts_farther(features):
     normalizer = ChannelNormalizer([0], [255], "uint8")
     scores = compare_mask_sets(MaskSet(dense, _images(dense)),
                                {"same": MaskSet(dense, _images(dense)), "sparse": MaskSet(sparse, _images(sparse)),
-                                "masks only": MaskSet(sparse), "one": MaskSet(sparse[:1])},
+                                "masks only": MaskSet(sparse), "one": MaskSet(sparse[:1]),
+                                "none": MaskSet(np.zeros((0, 1, 1), np.int32))},
                                features, normalizer)
     same, other = scores["same"], scores["sparse"]
     assert same["flows.fid_randinit"] == pytest.approx(0, abs=1e-6) and same["layout.cells_per_crop"] == 0
@@ -37,6 +38,7 @@ def test_identical_sets_are_at_zero_and_other_layouts_farther(features):
     assert other["layout.cells_per_crop"] > 5 and other["layout.area"] > same["layout.area"]
     assert "images.fid_randinit" not in scores["masks only"]
     assert "flows.fid_randinit" not in scores["one"] and scores["one"]["n_masks"] == 1
+    assert scores["none"] == {"n_masks": 0.0}  # e.g. a GAN whose masks all failed its filters
 
 
 def test_mismatched_sizes_and_missing_normalizer_are_named(features):

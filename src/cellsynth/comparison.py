@@ -72,7 +72,7 @@ def compare_mask_sets(
     result = {}
     for name, candidate in candidates.items():
         candidate = _subsample(candidate, max_masks, seed)
-        if candidate.labels.shape[1:] != reference.labels.shape[1:]:
+        if len(candidate.labels) and candidate.labels.shape[1:] != reference.labels.shape[1:]:
             raise ValueError(f"set {name!r}: masks of shape {candidate.labels.shape[1:]}, the reference's are "
                              f"{reference.labels.shape[1:]}")
         scores: dict[str, float] = {"n_masks": float(len(candidate.labels))}
