@@ -44,7 +44,7 @@ def test_a_damaged_group_is_named_when_read(tmp_path: Path):
     dataset = AnnotatedImageGroupsDataset(str(tmp_path / "pairs"))
     dataset.save({"fold_0": [_sample("a", 1)]})
     (tmp_path / "pairs/fold_0/masks/a.tif").unlink()
-    with pytest.raises(DatasetError, match="a.tif|a: image has no mask"):
+    with pytest.raises(DatasetError, match=r"a\.png: image has no mask"):
         dataset.load()["fold_0"]
 
 
