@@ -53,3 +53,13 @@ def test_data_prep_on_a_user_folder_with_bad_input_writes_nothing(project: Path,
         run(project, {**TINY, "data_prep.dataset.source": str(folder)})
     written = [p for p in (project / "data").rglob("*") if p.is_file()] if (project / "data").exists() else []
     assert written == []
+
+
+def test_subset_groups_are_cropped_from_a_share_of_the_fold_training_images(project: Path):
+    run(project, {**TINY, "data_prep.dataset.demo.n_images": 6, "subsets.fractions": [0.5]})
+    folds = json.loads((project / "data/02_intermediate/folds.json").read_text())["folds"]
+    groups = sorted(p.stem for p in (project / "data/03_primary/training_crops").glob("*.npz"))
+    assert groups == ["fold_0", "fold_0-subset_0.5", "fold_1", "fold_1-subset_0.5", "fold_2", "fold_2-subset_0.5"]
+    for i, fold in enumerate(folds):
+        with np.load(project / f"data/03_primary/training_crops/fold_{i}-subset_0.5.npz") as crops:
+            assert len(set(crops["source"])) == 1 and set(crops["source"]) <= set(fold["train"])

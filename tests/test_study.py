@@ -17,13 +17,11 @@ from test_pipeline_image_translation import PIX2PIX_TINY
 
 from cellsynth import report
 from cellsynth.crops import fold_of_group
-from cellsynth.io import read_labels
 
 STUDY_TINY = {
     **PIX2PIX_TINY,
-    "subsets.fractions": [0.5],
     "simcep_baseline.simulation.n": 8,
-    "augmentation.experiments": ["raw", "merge", "pretrain"],
+    "augmentation.experiments": ["raw", "merge"],  # pretrain and subsets: tests/test_study_plan.py
     "evaluation.stardist.epochs": {"train": 1, "finetune": 1, "subset": 1},
     "evaluation.stardist.settings.steps_per_epoch": 2,
     "evaluation.stardist.settings.patch_size": [32, 32],
@@ -39,7 +37,7 @@ def test_default_run_executes_the_whole_study_without_leakage(project: Path):
     run(project, STUDY_TINY, pipeline="__default__")
     folds = json.loads((project / "data/02_intermediate/folds.json").read_text())["folds"]
     groups = sorted(p.stem for p in (project / "data/03_primary/training_crops").glob("*.npz"))
-    assert groups == ["fold_0", "fold_0-subset_0.5", "fold_1", "fold_1-subset_0.5", "fold_2", "fold_2-subset_0.5"]
+    assert groups == ["fold_0", "fold_1", "fold_2"]
 
     # generative models: trained on their fold's (subset of) training images only, measured on validation
     (simcep_version,) = list((project / "data/06_models/simcep_parameters.json").iterdir())
@@ -56,19 +54,13 @@ def test_default_run_executes_the_whole_study_without_leakage(project: Path):
     # segmentation: every fold x experiment x model, trained without the fold's validation or test images
     (results_version,) = list((project / "data/07_model_output/segmentation_results.json").iterdir())
     results = json.loads((results_version / "segmentation_results.json").read_text())
-    # (pretraining on synthetic pairs alone is skipped, with a warning, when the tiny GAN's masks hold no object)
-    (pairs_version,) = list((project / "data/07_model_output/synthetic_pairs").iterdir())
-    with_objects = {f for f in range(3) if any(
-        read_labels(p).any() for p in (pairs_version / "synthetic_pairs" / f"fold_{f}" / "masks").iterdir())}
-    expected = {(m, e, f) for m in ("stardist", "cellpose") for f in range(3)
-                for e in ("raw", "merge", "subset_0.5_raw", "subset_0.5_merge")}
-    expected |= {(m, "pretrain", f) for m in ("stardist", "cellpose") for f in with_objects}
+    expected = {(m, e, f) for m in ("stardist", "cellpose") for f in range(3) for e in ("raw", "merge")}
     assert {(r["model"], r["experiment"], r["fold"]) for r in results} == expected
     for record in results:
         fold = folds[record["fold"]]
         assert set(record["trained_on"]) <= set(fold["train"]), record
         assert 0 <= record["accuracy"] <= 1
-        if record["experiment"] in ("merge", "pretrain", "subset_0.5_merge"):
+        if record["experiment"] == "merge":
             assert record["synthetic_pairs"] == 8
     plan = json.loads((project / "data/05_model_input/training_sets.json").read_text())["experiments"]
     for experiment in plan:
@@ -81,7 +73,7 @@ def test_default_run_executes_the_whole_study_without_leakage(project: Path):
     # the report states exactly the numbers MLflow holds
     study = project / "data/08_reporting/study"
     html = (study / "index.html").read_text()
-    assert html.count("data:image/png;base64") >= 5 and "subset_0.5_merge" in html
+    assert html.count("data:image/png;base64") >= 5 and "merge" in html and "cellpose" in html
     with sqlite3.connect(project / "mlflow.db") as db:
         logged = dict(db.execute("SELECT key, value FROM metrics").fetchall())
         (runs,) = db.execute("SELECT COUNT(*) FROM runs").fetchone()
