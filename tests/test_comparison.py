@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cellsynth import simcep
-from cellsynth.comparison import MaskSet, compare_mask_sets
+from cellsynth.comparison import MaskSet, compare_mask_sets, comparison_table
 from cellsynth.quality import inception_features
 from cellsynth.translation import ChannelNormalizer
 
@@ -48,3 +48,13 @@ def test_mismatched_sizes_and_missing_normalizer_are_named(features):
         compare_mask_sets(MaskSet(masks), {"big": MaskSet(bigger)}, features)
     with pytest.raises(ValueError, match="normalizer"):
         compare_mask_sets(MaskSet(masks, _images(masks)), {}, features)
+
+
+def test_comparison_table_has_a_row_per_group_and_set_and_the_means():
+    table = comparison_table({"fold_0": {"real": {"fid": 1.0}, "gan": {"fid": 5.0}},
+                              "fold_1": {"real": {"fid": 3.0}, "gan": {"fid": float("nan")}}})
+    assert list(table.columns) == ["group", "set", "fid"]
+    means = table[table["group"] == "mean"].set_index("set")["fid"]
+    assert len(table) == 6 and means["real"] == 2.0 and means["gan"] == 5.0
+    with pytest.raises(ValueError, match="no group"):
+        comparison_table({})

@@ -9,6 +9,7 @@ from cellsynth.metrics import (
     DEFAULT_IOU_THRESHOLDS,
     object_statistics,
     segmentation_accuracy,
+    with_group_means,
 )
 
 
@@ -71,3 +72,11 @@ def test_object_statistics():
     stats = object_statistics([labels, np.zeros_like(labels)])
     assert stats["images"] == 2 and stats["objects"] == 2 and stats["objects_per_image"] == 1
     assert stats["area_p50"] == pytest.approx(np.sum(labels == 1))
+
+
+def test_group_metrics_are_named_by_group_and_averaged_over_the_groups_that_have_them():
+    per_group = {"fold_0": {"gan": {"fid": 2.0, "kid": float("nan")}, "n": 1},
+                 "fold_1": {"gan": {"fid": 4.0, "kid": 0.5}}}
+    assert with_group_means(per_group) == {
+        "fold_0.gan.fid": 2.0, "fold_0.n": 1.0, "fold_1.gan.fid": 4.0, "fold_1.gan.kid": 0.5,
+        "gan.fid": 3.0, "gan.kid": 0.5, "n": 1.0}

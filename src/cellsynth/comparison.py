@@ -11,9 +11,11 @@ reference set of real crops by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from cellsynth import encoding, layout, quality
 from cellsynth.translation import ChannelNormalizer
@@ -86,6 +88,28 @@ def compare_mask_sets(
             scores.update({f"layout.{k}": v for k, v in layout.compare_layouts(ref_layout, list(candidate.labels)).items()})
         result[name] = scores
     return result
+
+
+def comparison_table(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> pd.DataFrame:
+    """The results of :func:`compare_mask_sets` for several groups as one table.
+
+    Parameters
+    ----------
+    scores
+        ``{group: {set: {metric: value}}}``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``group``, ``set`` and one per metric; one row per group and set, then one row per
+        set with ``group = "mean"``, the mean over groups (missing values skipped).
+    """
+    rows = [{"group": group, "set": name, **values} for group, sets in scores.items() for name, values in sets.items()]
+    if not rows:
+        raise ValueError("there is no group to compare")
+    table = pd.DataFrame(rows)
+    means = table.drop(columns="group").groupby("set", sort=False).mean().reset_index().assign(group="mean")
+    return pd.concat([table, means[table.columns]], ignore_index=True)
 
 
 def _subsample(masks: MaskSet, max_masks: int | None, seed: int) -> MaskSet:

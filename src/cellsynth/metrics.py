@@ -8,7 +8,7 @@ set before the ratio is taken, as in the Data Science Bowl evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from stardist.matching import matching_dataset
@@ -56,6 +56,37 @@ def segmentation_accuracy(
         denominator = s.tp + s.fp + s.fn
         scores.append(s.tp / denominator if denominator else 1.0)
     return float(np.mean(scores))
+
+
+def with_group_means(per_group: Mapping[str, Mapping[str, object]]) -> dict[str, float]:
+    """Metrics of every group, named ``<group>.<name>``, and their means over groups, named ``<name>``.
+
+    Parameters
+    ----------
+    per_group
+        ``{group: {name: value}}``; values may be nested mappings, whose keys join the name with dots
+        (``{"fold_0": {"gan": {"fid": 3.0}}}`` -> ``fold_0.gan.fid``).
+
+    Returns
+    -------
+    dict
+        Only finite values; a mean is taken over the groups that have a finite value of the name.
+    """
+    flat = {group: _flatten(scores) for group, scores in per_group.items()}
+    metrics = {f"{group}.{name}": value for group, scores in flat.items() for name, value in scores.items()}
+    for name in sorted({name for scores in flat.values() for name in scores}):
+        metrics[name] = float(np.mean([scores[name] for scores in flat.values() if name in scores]))
+    return metrics
+
+
+def _flatten(scores: Mapping[str, object], prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in scores.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif np.isfinite(value):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
 
 
 def object_statistics(label_images: Sequence[np.ndarray]) -> dict[str, float]:

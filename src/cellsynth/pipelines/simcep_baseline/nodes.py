@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from cellsynth import quality, simcep
-from cellsynth.comparison import MaskSet, compare_mask_sets
+from cellsynth.comparison import MaskSet, compare_mask_sets, comparison_table
 from cellsynth.figures import panel_grid
 from cellsynth.io import AnnotatedImage
+from cellsynth.metrics import with_group_means
 from cellsynth.pipelines.image_translation.nodes import translate_masks
 from cellsynth.translation import ChannelNormalizer
 
@@ -71,30 +72,23 @@ def compare_structure(
     """
     features = quality.inception_features(fid["inception_weights"], fid["allow_download"])
     comparison = params["comparison"]
-    rows, panels = [], []
+    scores, panels = {}, []
     for group in sorted(heldout_crops):
         heldout, training = heldout_crops[group], training_crops[group]
         sets = {"real": MaskSet(training["labels"], training["images"]),
                 "gan": _mask_set(synthetic_pairs.get(group, [])),
                 "simcep": _mask_set(simcep_pairs.get(group, []))}
         normalizer = ChannelNormalizer.from_dict(pix2pix_models[group]["normalizer"])
-        scores = compare_mask_sets(MaskSet(heldout["labels"], heldout["images"]), sets, features, normalizer,
-                                   max_masks=comparison["max_masks"], seed=comparison["seed"])
-        rows += [{"group": group, "set": name, **values} for name, values in scores.items()]
+        scores[group] = compare_mask_sets(MaskSet(heldout["labels"], heldout["images"]), sets, features, normalizer,
+                                          max_masks=comparison["max_masks"], seed=comparison["seed"])
         panels.append((group, [(f"{name} {kind}", data[:SAMPLES_SHOWN]) for name, s in sets.items()
                                for kind, data in (("masks", s.labels), ("images", s.images))
                                if data is not None and len(data)]))
-    table = pd.DataFrame(rows)
-    means = table.drop(columns="group").groupby("set", sort=False).mean().reset_index().assign(group="mean")
-    table = pd.concat([table, means[table.columns]], ignore_index=True)
-    metrics = {}
-    for row in table.to_dict("records"):
-        prefix = row["set"] if row["group"] == "mean" else f"{row['group']}.{row['set']}"
-        metrics.update({f"{prefix}.{k}": v for k, v in row.items() if k not in ("group", "set") and np.isfinite(v)})
-    for row in means.to_dict("records"):
+    table = comparison_table(scores)
+    for row in table[table["group"] == "mean"].to_dict("records"):
         logger.info("%s vs held-out real: %s", row["set"], ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if k.startswith(("flows.fid", "images.fid", "layout."))))
-    return table, {k: {"value": float(v), "step": 0} for k, v in metrics.items()}, panel_grid(panels)
+    return table, {k: {"value": v, "step": 0} for k, v in with_group_means(scores).items()}, panel_grid(panels)
 
 
 def _mask_set(pairs: list[AnnotatedImage]) -> MaskSet:
