@@ -24,6 +24,8 @@ def test_data_prep_runs_end_to_end_on_the_demo(project: Path):
     run(project, TINY)
     folds = json.loads((project / "data/02_intermediate/folds.json").read_text())
     assert folds["k"] == 3 and len(folds["folds"]) == 3
+    groups = json.loads((project / "data/02_intermediate/training_groups.json").read_text())
+    assert groups == {f"fold_{i}": fold["train"] for i, fold in enumerate(folds["folds"])}
     assert sorted(p.name for p in (project / "data/01_raw/demo/images").iterdir()) == [
         f"demo_00{i}.png" for i in range(4)]
     for i, fold in enumerate(folds["folds"]):

@@ -47,16 +47,21 @@ def split_folds(images: list[AnnotatedImage], folds: dict[str, Any]) -> dict[str
     return {"k": folds["k"], "seed": folds["seed"], "folds": [f.to_dict() for f in split]}
 
 
-def extract_training_crops(
-    images: list[AnnotatedImage],
-    folds: dict[str, Any],
-    crops: dict[str, Any],
-    training_scope: str,
-    subsets: dict[str, Any],
-) -> dict[str, dict[str, np.ndarray]]:
-    """EXTRACT-CROPS from the training images of each group (fold, fold subset or all)."""
+def assign_training_groups(
+    images: list[AnnotatedImage], folds: dict[str, Any], training_scope: str, subsets: dict[str, Any]
+) -> dict[str, list[str]]:
+    """The images every group's generative models train on: ``{fold_i | fold_i-subset_f | all: [name, ...]}``."""
     groups = training_groups([Fold.from_dict(f) for f in folds["folds"]], [s.name for s in images], training_scope,
                              subsets["fractions"], subsets["seed"])
+    for group, names in groups.items():
+        logger.info("%s: generative models train on %d image(s)", group, len(names))
+    return {group: list(names) for group, names in groups.items()}
+
+
+def extract_training_crops(
+    images: list[AnnotatedImage], groups: dict[str, list[str]], crops: dict[str, Any]
+) -> dict[str, dict[str, np.ndarray]]:
+    """EXTRACT-CROPS from the training images of each group (fold, fold subset or all)."""
     return crops_by_group(images, groups, **crops)
 
 

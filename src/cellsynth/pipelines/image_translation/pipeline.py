@@ -9,8 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
             node(nodes.extract_heldout_crops,
-                 ["annotated_images", "folds", "params:data_prep.crops", "params:training_scope",
-                  "params:subsets"],
+                 ["annotated_images", "folds", "training_groups", "params:data_prep.crops"],
                  "heldout_crops", name="extract_heldout_crops"),
             node(nodes.train_pix2pix_models, ["training_crops", "params:image_translation"],
                  "pix2pix_models", name="train_pix2pix_models"),
