@@ -161,6 +161,37 @@ def test_all_phases_train_real_networks_with_augmentation():
         assert torch.isfinite(loss.g_main(z)) and torch.isfinite(loss.d_reg(real))
 
 
+def test_compiled_networks_serve_the_main_phases_and_the_penalties_stay_eager():
+    torch.manual_seed(0)
+    generator = Generator(16, 16, 32, 3, channel_base=128, channel_max=8, mapping_layers=2)
+    discriminator = Discriminator(32, 3, channel_base=128, channel_max=8)
+    compiled: list[nn.Module] = []
+
+    def compile_network(network: nn.Module) -> nn.Module:
+        compiled.append(network)
+        # aot_eager traces like inductor (and, like it, refuses double backward) without generating code
+        return torch.compile(network, backend="aot_eager", dynamic=False)
+
+    eager = StyleGAN2Loss(generator, discriminator, style_mixing_prob=0.0)
+    loss = StyleGAN2Loss(generator, discriminator, style_mixing_prob=0.0, compile_network=compile_network)
+    assert compiled == [generator.mapping, generator.synthesis, discriminator]
+    z, real = torch.randn(4, 16), torch.randn(4, 3, 32, 32)
+
+    def seeded(phase):
+        torch.manual_seed(1)
+        return phase()
+
+    for phase in ("g_main", "d_main"):
+        expected = seeded(lambda: getattr(eager, phase)(*((z,) if phase == "g_main" else (real, z))))
+        actual = seeded(lambda: getattr(loss, phase)(*((z,) if phase == "g_main" else (real, z))))
+        expected, actual = (v if phase == "g_main" else v.loss for v in (expected, actual))
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+    # R1 and path length need a double backward pass, which a compiled graph would refuse
+    torch.testing.assert_close(seeded(lambda: loss.d_reg(real)), seeded(lambda: eager.d_reg(real)))
+    loss.g_reg(z).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.synthesis.parameters())
+
+
 def test_auto_gamma_and_ema_beta():
     assert auto_r1_gamma(256, 64) == pytest.approx(0.0002 * 256**2 / 64)
     assert ema_beta(32, cur_nimg=10**7) == pytest.approx(0.5 ** (32 / 10_000))

@@ -28,9 +28,24 @@ def test_cpu_runtime_without_torchrun_is_a_single_fp32_process(monkeypatch):
 def test_bad_runtime_settings_are_named():
     with pytest.raises(ValueError, match="precision must be one of"):
         start_runtime("cpu", "fp8")
+    with pytest.raises(ValueError, match="runtime.compile must be true or false"):
+        start_runtime("cpu", compile="yes")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
             start_runtime("cuda")
+
+
+def test_compiled_module_computes_the_same_and_trains_the_same_weights():
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(4, 1, 1))
+    assert start_runtime("cpu").compiled(network) is network
+    compiled = start_runtime("cpu", compile=True).compiled(network)
+    assert compiled is not network
+    images = torch.randn(3, 2, 8, 8)
+    torch.testing.assert_close(compiled(images), network(images), rtol=1e-5, atol=1e-5)
+    compiled(images).square().mean().backward()
+    assert all(p.grad is not None for p in network.parameters())  # the gradients land on the shared weights
+    assert set(compiled.state_dict()) == {"_orig_mod." + k for k in network.state_dict()}
 
 
 def test_checkpoints_are_numbered_pruned_and_the_newest_loads(tmp_path):

@@ -47,6 +47,8 @@ from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
 from tqdm.auto import tqdm
 
+from cellsynth.training.runtime import resolve_device
+
 METHODS: tuple[str, ...] = ("cellpose_flow", "binary", "label")
 BACKENDS: tuple[str, ...] = ("batched", "cellpose")
 
@@ -346,20 +348,8 @@ def _flow_decode_settings(opts: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{name} must be a number, got {value!r}")
     if not 0 < settings["max_size_fraction"] <= 1:
         raise ValueError(f"max_size_fraction must be in (0, 1], got {settings['max_size_fraction']!r}")
-    settings["device"] = _resolve_device(settings["device"])
+    settings["device"] = resolve_device(settings["device"])
     return settings
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available")
-    return resolved
 
 
 # ----------------------------------------------------------------------------

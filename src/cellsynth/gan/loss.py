@@ -35,6 +35,7 @@ first 5 % of training.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -84,6 +85,11 @@ class StyleGAN2Loss(nn.Module):
         Divisor of the batch for the path-length pass.
     pl_interval
         Lazy path-length interval; the penalty is multiplied by it.
+    compile_network
+        Applied once to the mapping, synthesis and discriminator networks to get the versions
+        the main phases call, e.g. :meth:`cellsynth.training.Runtime.compiled`. The
+        regularisation phases take a double backward pass, which compiled graphs do not
+        support, so they always call the networks themselves.
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class StyleGAN2Loss(nn.Module):
         pl_decay: float = 0.01,
         pl_batch_shrink: int = 2,
         pl_interval: int = 4,
+        compile_network: Callable[[nn.Module], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         if r1_gamma < 0:
@@ -113,6 +120,8 @@ class StyleGAN2Loss(nn.Module):
             )
         # A tuple keeps nn.Module from registering the networks as submodules.
         self._networks = (generator, discriminator, augment_pipe)
+        main = compile_network or (lambda network: network)
+        self._main_networks = (main(generator.mapping), main(generator.synthesis), main(discriminator))
         self.r1_gamma = r1_gamma
         self.r1_interval = r1_interval
         self.style_mixing_prob = style_mixing_prob
@@ -130,7 +139,7 @@ class StyleGAN2Loss(nn.Module):
     def discriminator(self) -> nn.Module:
         return self._networks[1]
 
-    def generate(self, z: Tensor, update_w_avg: bool = False) -> tuple[Tensor, Tensor]:
+    def generate(self, z: Tensor, update_w_avg: bool = False, main: bool = False) -> tuple[Tensor, Tensor]:
         """Generate images with style mixing.
 
         With probability ``style_mixing_prob`` a sample's latents from a random crossover layer
@@ -142,30 +151,36 @@ class StyleGAN2Loss(nn.Module):
             ``(N, z_dim)`` latents.
         update_w_avg
             Passed to the mapping network for the first latent.
+        main
+            Use the main phases' (possibly compiled) networks.
 
         Returns
         -------
         tuple of Tensor
             Images ``(N, C, H, W)`` and the per-layer latents ``(N, num_ws, w_dim)`` used.
         """
-        generator = self.generator
-        ws = generator.mapping(z, update_w_avg=update_w_avg)
+        mapping, synthesis = self._main_networks[:2] if main else (self.generator.mapping, self.generator.synthesis)
+        ws = mapping(z, update_w_avg=update_w_avg)
         if self.style_mixing_prob > 0:
             n, num_ws = ws.shape[:2]
             crossover = torch.randint(1, num_ws, (n,), device=z.device)
             mixed = torch.rand(n, device=z.device) < self.style_mixing_prob
             crossover = torch.where(mixed, crossover, torch.full_like(crossover, num_ws))
-            second = generator.mapping(torch.randn_like(z))
+            second = mapping(torch.randn_like(z))
             from_second = torch.arange(num_ws, device=z.device).view(1, -1, 1) >= crossover.view(-1, 1, 1)
             ws = torch.where(from_second, second, ws)
-        return generator.synthesis(ws), ws
+        return synthesis(ws), ws
 
-    def discriminate(self, images: Tensor) -> Tensor:
-        """Augment (if configured) and score images; returns ``(N, 1)`` float32 logits."""
+    def discriminate(self, images: Tensor, main: bool = False) -> Tensor:
+        """Augment (if configured) and score images; returns ``(N, 1)`` float32 logits.
+
+        ``main`` selects the main phases' (possibly compiled) discriminator.
+        """
         augment_pipe = self._networks[2]
         if augment_pipe is not None:
             images = augment_pipe(images)
-        return self.discriminator(images).float()
+        discriminator = self._main_networks[2] if main else self.discriminator
+        return discriminator(images).float()
 
     def g_main(self, z: Tensor) -> Tensor:
         """Generator loss ``mean(softplus(-D(G(z))))``; also updates the mapping's ``w_avg``.
@@ -180,8 +195,8 @@ class StyleGAN2Loss(nn.Module):
         Tensor
             Scalar float32.
         """
-        images, _ = self.generate(z, update_w_avg=True)
-        return F.softplus(-self.discriminate(images)).mean()
+        images, _ = self.generate(z, update_w_avg=True, main=True)
+        return F.softplus(-self.discriminate(images, main=True)).mean()
 
     def g_reg(self, z: Tensor) -> Tensor:
         """Lazy path-length penalty ``pl_weight * pl_interval * mean((|J_w^T y| - a)^2)``.
@@ -226,9 +241,9 @@ class StyleGAN2Loss(nn.Module):
             Scalar loss and the real logits.
         """
         with torch.no_grad():
-            fake, _ = self.generate(z)
-        fake_logits = self.discriminate(fake)
-        real_logits = self.discriminate(real.detach())
+            fake, _ = self.generate(z, main=True)
+        fake_logits = self.discriminate(fake, main=True)
+        real_logits = self.discriminate(real.detach(), main=True)
         loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
         return DiscriminatorMainLoss(loss, real_logits.detach())
 

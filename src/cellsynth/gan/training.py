@@ -252,7 +252,8 @@ def train_gan(
     r1_gamma = auto_r1_gamma(resolution, config.batch) if config.r1_gamma is None else config.r1_gamma
     loss = StyleGAN2Loss(nets.generator, nets.discriminator, augment_pipe, r1_gamma=r1_gamma,
                          r1_interval=config.r1_interval, style_mixing_prob=config.style_mixing_prob,
-                         pl_weight=config.pl_weight, pl_interval=config.pl_interval).to(runtime.device)
+                         pl_weight=config.pl_weight, pl_interval=config.pl_interval,
+                         compile_network=runtime.compiled).to(runtime.device)
     g_opt = _lazy_adam(nets.generator, config.learning_rate, config.pl_interval if config.pl_weight > 0 else None)
     d_opt = _lazy_adam(nets.discriminator, config.learning_rate, config.r1_interval if r1_gamma > 0 else None)
 

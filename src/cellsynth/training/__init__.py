@@ -7,7 +7,7 @@ from cellsynth.training.checkpoint import (
     restore_rng_state,
     run_fingerprint,
 )
-from cellsynth.training.runtime import Runtime, start_runtime
+from cellsynth.training.runtime import Runtime, resolve_device, start_runtime
 
-__all__ = ["CheckpointStore", "Runtime", "capture_rng_state", "restore_rng_state", "run_fingerprint",
-           "start_runtime"]
+__all__ = ["CheckpointStore", "Runtime", "capture_rng_state", "resolve_device", "restore_rng_state",
+           "run_fingerprint", "start_runtime"]

@@ -231,6 +231,7 @@ def train_pix2pix(
         logger.info("Resuming pix2pix training from %s at epoch %d", checkpoints.paths()[-1], epoch)
     for net in (generator, discriminator):
         runtime.broadcast_module_(net)
+    step_networks = (runtime.compiled(generator), runtime.compiled(discriminator))  # share the weights
 
     # An incomplete last batch is dropped (a different one each epoch): BatchNorm statistics need full batches.
     steps_per_epoch = max(1, len(labels) // config.batch)
@@ -249,8 +250,8 @@ def train_pix2pix(
             condition, real = _augment(condition, targets[index.to(device)], config)
             condition = condition.contiguous(memory_format=memory_format)
             real = real.contiguous(memory_format=memory_format)
-            for key, value in _training_step(condition, real, generator, discriminator, g_opt, d_opt,
-                                             runtime, config).items():
+            for key, value in _training_step(condition, real, *step_networks, g_opt, d_opt, runtime,
+                                             config).items():
                 running.setdefault(key, []).append(value)
         epoch += 1
         record = {"epoch": float(epoch), "lr": g_opt.param_groups[0]["lr"],
@@ -400,14 +401,17 @@ def _gan_loss(logits: Tensor, target_real: bool, kind: str) -> Tensor:
 def _training_step(
     condition: Tensor,
     real: Tensor,
-    generator: UNetGenerator,
-    discriminator: PatchDiscriminator,
+    generator: nn.Module,
+    discriminator: nn.Module,
     g_opt: torch.optim.Optimizer,
     d_opt: torch.optim.Optimizer,
     runtime: Runtime,
     config: Pix2PixConfig,
 ) -> dict[str, float]:
-    """One discriminator then one generator update on a batch; returns the losses."""
+    """One discriminator then one generator update on a batch; returns the losses.
+
+    ``generator`` and ``discriminator`` may be the compiled versions (:meth:`Runtime.compiled`).
+    """
     with runtime.autocast():
         fake = generator(condition)
 

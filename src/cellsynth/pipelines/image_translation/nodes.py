@@ -11,12 +11,20 @@ from typing import Any
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import torch
 
 from cellsynth import quality
-from cellsynth.crops import Fold, crops_by_group, heldout_groups, training_groups
+from cellsynth.crops import Fold, crops_by_group, heldout_groups
 from cellsynth.figures import panel_grid
 from cellsynth.io import AnnotatedImage
-from cellsynth.training import CheckpointStore, Runtime, run_fingerprint, start_runtime
+from cellsynth.metrics import with_group_means
+from cellsynth.training import (
+    CheckpointStore,
+    Runtime,
+    resolve_device,
+    run_fingerprint,
+    start_runtime,
+)
 from cellsynth.translation import (
     ChannelNormalizer,
     Pix2PixConfig,
@@ -31,19 +39,13 @@ SAMPLES_SHOWN = 4
 
 
 def extract_heldout_crops(
-    images: list[AnnotatedImage],
-    folds: dict[str, Any],
-    crops: dict[str, Any],
-    training_scope: str,
-    subsets: dict[str, Any],
+    images: list[AnnotatedImage], folds: dict[str, Any], groups: dict[str, list[str]], crops: dict[str, Any]
 ) -> dict[str, dict[str, np.ndarray]]:
     """Crops of each fold's validation images (never seen by its generative models), unrotated, to
     measure pix2pix against real images. With ``training_scope: all`` the measurement is in-sample."""
-    split = [Fold.from_dict(f) for f in folds["folds"]]
-    groups = training_groups(split, [s.name for s in images], training_scope, subsets["fractions"], subsets["seed"])
     if "all" in groups:
         logger.warning("training_scope is 'all': pix2pix is measured on its own training images (in-sample)")
-    heldout = heldout_groups(groups, split)
+    heldout = heldout_groups(groups, [Fold.from_dict(f) for f in folds["folds"]])
     return crops_by_group(images, heldout, **{**crops, "rotations": False})
 
 
@@ -97,14 +99,14 @@ def translate_masks(
     if missing:
         raise ValueError(f"the {source} masks have group(s) {missing} that pix2pix_models lacks {sorted(models)}: "
                          f"rerun the pipelines with the same training_scope, folds and subsets")
-    pairs = {}
+    pairs, device = {}, resolve_device(params["runtime"]["device"])
     for group in sorted(masks):
         labels = masks[group]["labels"]
         if len(labels) == 0:
             logger.warning("%s: there is no %s mask to translate", group, source)
             pairs[group] = []
             continue
-        images = _translate(models[group], labels, params)
+        images = _translate(models[group], labels, params["generation"], device)
         pairs[group] = [AnnotatedImage(f"{source}_{i:04d}", image, mask)
                         for i, (image, mask) in enumerate(zip(images, labels))]
         logger.info("%s: %d %s image/mask pairs", group, len(pairs[group]), source)
@@ -124,7 +126,8 @@ def evaluate_translation(
     Returns MLflow metrics ``image_translation.<group>.<heldout|gan_masks>.<metric>`` and their means
     over groups ``image_translation.<set>.<metric>``, and a sample grid (mask, real, pix2pix, GAN pair).
     """
-    features = quality.inception_features(fid["inception_weights"], fid["allow_download"])
+    device = resolve_device(params["runtime"]["device"])
+    features = quality.inception_features(fid["inception_weights"], fid["allow_download"], device=device)
     per_group: dict[str, dict[str, float]] = {}
     panels = []
     for group in sorted(models):
@@ -133,7 +136,7 @@ def evaluate_translation(
         model, heldout = models[group], heldout_crops[group]
         normalizer = ChannelNormalizer.from_dict(model["normalizer"])
         real = normalizer.forward(heldout["images"])
-        generated = normalizer.forward(_translate(model, heldout["labels"], params))
+        generated = normalizer.forward(_translate(model, heldout["labels"], params["generation"], device))
         reference = quality.extract_features(quality.feature_images(real), features, name=f"{group} real images")
         scores = {f"heldout.{k}": v for k, v in quality.paired_similarity(real, generated).items()}
         if len(real) >= 2:
@@ -153,15 +156,11 @@ def evaluate_translation(
             group_panels += [("GAN masks", np.stack([p.labels for p in pairs[shown]])),
                              ("their pix2pix images", np.stack([p.image for p in pairs[shown]]))]
         panels.append((group, group_panels))
-    metrics = {f"{group}.{k}": v for group, scores in per_group.items() for k, v in scores.items()}
-    for key in sorted({k for scores in per_group.values() for k in scores}):  # means over groups
-        metrics[key] = float(np.mean([scores[key] for scores in per_group.values() if key in scores]))
-    return {k: {"value": float(v), "step": 0} for k, v in metrics.items()}, panel_grid(panels)
+    return {k: {"value": v, "step": 0} for k, v in with_group_means(per_group).items()}, panel_grid(panels)
 
 
-def _translate(model: dict[str, Any], labels: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-    generation = params["generation"]
-    device = start_runtime(**params["runtime"], seed=params["training"]["seed"]).device
+def _translate(model: dict[str, Any], labels: np.ndarray, generation: dict[str, Any], device: torch.device
+                ) -> np.ndarray:
     generator = build_generator(model["architecture"])
     generator.load_state_dict(model["G"])
     return translate(generator, labels, model["normalizer"], model["representation"],

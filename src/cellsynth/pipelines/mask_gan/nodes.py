@@ -22,7 +22,7 @@ from cellsynth.gan.training import (
     run_fingerprint,
     train_gan,
 )
-from cellsynth.training import CheckpointStore, Runtime, start_runtime
+from cellsynth.training import CheckpointStore, Runtime, resolve_device, start_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -85,16 +85,19 @@ def generate_synthetic_masks(
     models: dict[str, dict[str, Any]],
     encoded_flows: Mapping[str, dict],
     generation: dict[str, Any],
+    runtime: dict[str, Any],
     encoding_params: dict[str, Any],
 ) -> tuple[dict[str, dict[str, np.ndarray]], plt.Figure, dict[str, dict[str, float]]]:
-    """GAN-GENERATE + DECODE: synthetic flow fields from each group's best ``G_ema``, decoded
-    into instance masks and filtered; plus a real-vs-synthetic sample grid and MLflow metrics."""
+    """GAN-GENERATE + DECODE: synthetic flow fields from each group's best ``G_ema`` (on the
+    ``runtime.device``), decoded into instance masks and filtered; plus a real-vs-synthetic sample
+    grid and MLflow metrics."""
     synthetic, metrics, grids = {}, {}, []
+    device = resolve_device(runtime["device"])
     for group, model in sorted(models.items()):
         generator = build_generator(model["architecture"])
         generator.load_state_dict(model["G_ema"])
         fields = generate_images(generator, generation["n"], seed=generation["seed"],
-                                 truncation_psi=generation["truncation_psi"], progress=True)
+                                 truncation_psi=generation["truncation_psi"], device=device, progress=True)
         labels = encoding.decode_batch(fields, method=encoding_params["method"], progress=True,
                                        **generation.get("decode", {}))
         kept = quality.mask_filter(fields, labels, method=encoding_params["method"],
