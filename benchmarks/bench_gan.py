@@ -1,6 +1,6 @@
 """StyleGAN2-ADA training and generation throughput; prints one JSON object.
 
-    python benchmarks/bench_gan.py --res 256 --batch 16 --kimg 1 --device auto [--compile]
+    python benchmarks/bench_gan.py --res 256 --batch 16 --kimg 1 --device auto [--compile] [--modulation batched]
 
 sec/kimg is measured between the first and the last snapshot (so start-up, the
 first, slow cuDNN-tuning steps and, with --compile, the compilation are excluded;
@@ -45,12 +45,14 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--aug", default="ada")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training steps")
+    parser.add_argument("--modulation", default="batched", choices=("batched", "grouped"))
     args = parser.parse_args()
 
     runtime = start_runtime(args.device, args.precision, seed=0, compile=args.compile)
     images = flow_crops(args.res, 64)
     config = GANConfig(kimg=args.kimg, batch=args.batch, channel_base=args.channel_base,
-                       channel_max=args.channel_max, aug=args.aug, snapshot_kimg=args.kimg / 4)
+                       channel_max=args.channel_max, aug=args.aug, modulation=args.modulation,
+                       snapshot_kimg=args.kimg / 4)
     stamps: list[tuple[float, float]] = []
 
     def log(metrics: dict[str, float], step: int) -> None:
@@ -79,7 +81,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "cpu",
         "torch": torch.__version__, "precision": str(runtime.amp_dtype), "resolution": args.res, "batch": args.batch,
         "channel_base": args.channel_base, "channel_max": args.channel_max, "aug": args.aug,
-        "compile": args.compile, "startup_s": round(startup, 1),
+        "compile": args.compile, "modulation": args.modulation, "startup_s": round(startup, 1),
         "kimg_measured": round(k1 - k0, 4),
         "sec_per_kimg": round(sec_per_kimg, 3), "generation_images_per_s": round(generation, 1),
         "peak_memory_gib": round(peak_train, 2) if peak_train is not None else None,

@@ -24,6 +24,7 @@ measure() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # Issue 3: StyleGAN2-ADA at the paper's size (256x256, batch 16, cbase 16384, ADA + lazy R1); target <= 6 s/kimg.
 measure gan_256 benchmarks/bench_gan.py --res 256 --batch 16 --kimg 2
+measure gan_256_grouped benchmarks/bench_gan.py --res 256 --batch 16 --kimg 2 --modulation grouped
 measure gan_256_compile benchmarks/bench_gan.py --res 256 --batch 16 --kimg 2 --compile
 # Issue 4: pix2pix at the paper's size (256x256, 64 filters, depth 8, batch 1).
 measure translation_256 benchmarks/bench_translation.py --res 256 --batch 1 --epochs 3 --device auto

@@ -13,6 +13,7 @@ from cellsynth.gan import (
     StyleGAN2Loss,
     auto_r1_gamma,
     ema_beta,
+    set_modulation,
 )
 
 SHAPE = (2, 4, 4)  # (C, H, W) of the toy networks' images
@@ -190,6 +191,26 @@ def test_compiled_networks_serve_the_main_phases_and_the_penalties_stay_eager():
     torch.testing.assert_close(seeded(lambda: loss.d_reg(real)), seeded(lambda: eager.d_reg(real)))
     loss.g_reg(z).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.synthesis.parameters())
+
+
+def test_path_length_penalty_and_its_gradient_do_not_depend_on_how_modulation_is_evaluated():
+    torch.manual_seed(0)
+    generator = Generator(16, 16, 32, 3, channel_base=128, channel_max=8, mapping_layers=2)
+    z = torch.randn(4, 16)
+    results = []
+    for grouped in (True, False):
+        set_modulation(generator, grouped)
+        generator.zero_grad()
+        torch.manual_seed(1)
+        penalty = StyleGAN2Loss(generator, LinearDiscriminator().requires_grad_(False)).g_reg(z)
+        penalty.backward()  # a double backward pass through the modulated convolutions
+        results.append((penalty.detach(), [p.grad.clone() for p in generator.synthesis.parameters()
+                                           if p.grad is not None]))
+    (penalty_a, grads_a), (penalty_b, grads_b) = results
+    torch.testing.assert_close(penalty_b, penalty_a, rtol=1e-4, atol=1e-6)
+    assert len(grads_a) == len(grads_b) > 0
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
 
 
 def test_auto_gamma_and_ema_beta():

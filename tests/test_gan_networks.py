@@ -12,6 +12,7 @@ from cellsynth.gan import (
     EqualizedLinear,
     Generator,
     ModulatedConv2d,
+    set_modulation,
 )
 from cellsynth.gan.layers import (
     NoiseInjection,
@@ -102,18 +103,22 @@ def hand_modulated_weight(conv: ModulatedConv2d, style: torch.Tensor) -> torch.T
     return weight
 
 
+@pytest.mark.parametrize("grouped", [True, False])
 @pytest.mark.parametrize("demodulate", [True, False])
-def test_modulated_conv_equals_per_sample_conv_with_hand_made_weight(demodulate):
+def test_modulated_conv_equals_per_sample_conv_with_hand_made_weight(demodulate, grouped):
     torch.manual_seed(0)
     conv = ModulatedConv2d(3, 5, 3, demodulate=demodulate)
+    conv.grouped = grouped
     x, styles = torch.randn(4, 3, 8, 8), torch.randn(4, 3)
     expected = torch.cat([F.conv2d(x[n : n + 1], hand_modulated_weight(conv, styles[n]), padding=1) for n in range(4)])
     assert torch.allclose(conv(x, styles), expected, atol=1e-5)
 
 
-def test_upsampling_modulated_conv_equals_upsample_then_conv():
+@pytest.mark.parametrize("grouped", [True, False])
+def test_upsampling_modulated_conv_equals_upsample_then_conv(grouped):
     torch.manual_seed(0)
     conv = ModulatedConv2d(3, 5, 3, up=2)
+    conv.grouped = grouped
     x, styles, kernel = torch.randn(2, 3, 8, 8), torch.randn(2, 3), make_fir_kernel()
     y = conv(x, styles)
     assert y.shape == (2, 5, 16, 16)
@@ -125,6 +130,15 @@ def test_upsampling_modulated_conv_equals_upsample_then_conv():
     )
     # Same operator; only the outermost two pixels differ (where the explicit path truncates).
     assert torch.allclose(y[..., 2:-2, 2:-2], explicit[..., 2:-2, 2:-2], atol=1e-5)
+
+
+def test_batched_modulation_computes_the_same_generator():
+    torch.manual_seed(0)
+    generator, z = tiny_generator(), torch.randn(3, 16)
+    grouped = generator(z, noise_mode="const")
+    set_modulation(generator, grouped=False)
+    assert not any(layer.grouped for layer in generator.modules() if isinstance(layer, ModulatedConv2d))
+    torch.testing.assert_close(generator(z, noise_mode="const"), grouped, rtol=1e-4, atol=1e-4)
 
 
 def test_noise_injection_modes():

@@ -105,6 +105,7 @@ def test_generation_is_deterministic_and_in_range(images, tmp_path):
 def test_fingerprint_ignores_training_length_but_not_settings(images):
     base = GANConfig(**TINY)
     assert run_fingerprint(base, images) == run_fingerprint(GANConfig(**TINY, kimg=99), images)
+    assert run_fingerprint(base, images) == run_fingerprint(GANConfig(**TINY, modulation="grouped"), images)
     assert run_fingerprint(base, images) != run_fingerprint(GANConfig(**{**TINY, "batch": 8}), images)
     assert run_fingerprint(base, images) != run_fingerprint(base, images[::-1])
 
@@ -116,7 +117,8 @@ def test_checkpoints_of_another_architecture_are_refused(images, tmp_path):
 
 
 @pytest.mark.parametrize("key, value, message", [("aug", "sometimes", "mask_gan.aug"), ("batch", 0, "mask_gan.batch"),
-                                                 ("kimg", -1, "mask_gan.kimg")])
+                                                 ("kimg", -1, "mask_gan.kimg"),
+                                                 ("modulation", "fused", "mask_gan.modulation")])
 def test_bad_settings_are_named(key, value, message):
     with pytest.raises(ValueError, match=message):
         GANConfig(**{**TINY, key: value})

@@ -6,7 +6,12 @@ skip generator and residual discriminator, ``augment`` the ADA pipeline and its 
 """
 
 from cellsynth.gan.augment import AdaptiveAugmentController, AugmentPipe
-from cellsynth.gan.layers import EqualizedConv2d, EqualizedLinear, ModulatedConv2d
+from cellsynth.gan.layers import (
+    EqualizedConv2d,
+    EqualizedLinear,
+    ModulatedConv2d,
+    set_modulation,
+)
 from cellsynth.gan.loss import (
     DiscriminatorMainLoss,
     StyleGAN2Loss,
@@ -30,6 +35,7 @@ __all__ = [
     "Generator",
     "MappingNetwork",
     "ModulatedConv2d",
+    "set_modulation",
     "StyleGAN2Loss",
     "SynthesisNetwork",
     "auto_r1_gamma",

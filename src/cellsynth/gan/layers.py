@@ -385,8 +385,14 @@ class ModulatedConv2d(nn.Module):
     For sample ``n`` with style ``s[n]`` (one scale per input channel) the effective weight is
     ``w'[n, o, i] = w[o, i] / sqrt(fan_in) * s[n, i]``, and with demodulation
     ``w''[n, o] = w'[n, o] / sqrt(sum_{i,ky,kx} w'[n, o, i, ky, kx]^2 + 1e-8)``.
-    Per-sample weights are applied with one grouped convolution whose batch is folded into the
-    channel axis (groups = N), as proposed in the paper.
+    Two evaluations of the same operator (attribute ``grouped``, see :func:`set_modulation`):
+
+    - grouped (the default): per-sample weights applied with one grouped convolution whose batch
+      is folded into the channel axis (groups = N), as proposed in the paper;
+    - batched: scale the input channels by ``s[n]``, convolve the whole batch with the shared
+      weight, and scale the output channels by the demodulation coefficients. It trades the
+      grouped convolution for an ordinary batched one, which some convolution libraries run much
+      faster (StyleGAN2-ADA trains this way); which pays is a matter of measuring on the hardware.
 
     With ``up=2`` the layer computes a stride-2 transposed convolution followed by the FIR filter
     (gain 4): the same operator as ``conv(upsample2d(x))`` but with the convolution evaluated at
@@ -425,6 +431,7 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
         self.register_buffer("fir", make_fir_kernel(fir_taps), persistent=False)
+        self.grouped = True
 
     def modulated_weight(self, styles: Tensor) -> Tensor:
         """Per-sample (de)modulated weights.
@@ -459,26 +466,51 @@ class ModulatedConv2d(nn.Module):
         Tensor
             ``(N, out_channels, H * up, W * up)``, dtype of ``x`` (or autocast's).
         """
+        if not self.grouped:
+            return self._batched_forward(x, styles)
         n, _, h, w = x.shape
         weight = self.modulated_weight(styles).to(x.dtype)
-        k = weight.shape[-1]
-        x = x.reshape(1, n * self.in_channels, h, w)
-        if self.up == 1:
-            y = conv2d(x, weight.reshape(n * self.out_channels, self.in_channels, k, k), padding=k // 2, groups=n)
-        else:
-            # conv_transpose2d is the adjoint of cross-correlation: swapping in/out channels and
-            # flipping the kernel turns it into "zero-insert, then correlate with weight".
-            transposed = weight.transpose(1, 2).reshape(n * self.in_channels, self.out_channels, k, k).flip(2, 3)
-            y = conv_transpose2d(x, transposed, stride=2, groups=n)
-            # Transposed output is 2H + k - 2; trim/pad to 2H so pixels align with conv(upsample2d(x)).
-            y = fir_filter2d(y, self.fir, _split_padding(self.fir.numel() - k + 1), gain=4.0)
+        y = self._convolve(x.reshape(1, n * self.in_channels, h, w), weight.flatten(0, 1), groups=n)
         return y.reshape(n, self.out_channels, *y.shape[2:])
+
+    def _batched_forward(self, x: Tensor, styles: Tensor) -> Tensor:
+        """Modulate the input, convolve with the shared weight, demodulate the output."""
+        n = x.shape[0]
+        y = self._convolve(x * styles.to(x.dtype).reshape(n, -1, 1, 1), (self.weight * self.weight_gain).to(x.dtype))
+        if self.demodulate:
+            scaled = self.weight.unsqueeze(0) * self.weight_gain * styles.reshape(n, 1, -1, 1, 1)
+            coefficients = torch.rsqrt(scaled.square().sum(dim=(2, 3, 4)) + _DEMOD_EPS)
+            y = y * coefficients.to(y.dtype).reshape(n, -1, 1, 1)
+        return y
+
+    def _convolve(self, x: Tensor, weight: Tensor, groups: int = 1) -> Tensor:
+        """``x`` ``(B, groups * in, H, W)`` with ``weight`` ``(groups * out, in, k, k)``, upsampled if ``up == 2``."""
+        k = weight.shape[-1]
+        if self.up == 1:
+            return conv2d(x, weight, padding=k // 2, groups=groups)
+        # conv_transpose2d is the adjoint of cross-correlation: swapping in/out channels and
+        # flipping the kernel turns it into "zero-insert, then correlate with weight".
+        transposed = (weight.reshape(groups, self.out_channels, self.in_channels, k, k).transpose(1, 2)
+                      .reshape(groups * self.in_channels, self.out_channels, k, k).flip(2, 3))
+        y = conv_transpose2d(x, transposed, stride=2, groups=groups)
+        # Transposed output is 2H + k - 2; trim/pad to 2H so pixels align with conv(upsample2d(x)).
+        return fir_filter2d(y, self.fir, _split_padding(self.fir.numel() - k + 1), gain=4.0)
 
     def extra_repr(self) -> str:
         return (
             f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
             f"kernel_size={self.weight.shape[-1]}, demodulate={self.demodulate}, up={self.up}"
         )
+
+
+def set_modulation(module: nn.Module, grouped: bool) -> None:
+    """Evaluate every :class:`ModulatedConv2d` in ``module`` grouped (True) or batched (False).
+
+    Both compute the same function with the same weights; checkpoints are unaffected.
+    """
+    for layer in module.modules():
+        if isinstance(layer, ModulatedConv2d):
+            layer.grouped = grouped
 
 
 class NoiseInjection(nn.Module):

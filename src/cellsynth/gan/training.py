@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cellsynth.gan.augment import AdaptiveAugmentController, AugmentPipe
+from cellsynth.gan.layers import set_modulation
 from cellsynth.gan.loss import StyleGAN2Loss, auto_r1_gamma, ema_beta
 from cellsynth.gan.networks import Discriminator, Generator
 from cellsynth.training import (
@@ -45,6 +46,7 @@ from cellsynth.training.runtime import seed_everything
 logger = logging.getLogger(__name__)
 
 AugmentMode = Literal["ada", "fixed", "none"]
+Modulation = Literal["grouped", "batched"]
 MetricsCallback = Callable[[Generator], dict[str, float]]
 LogCallback = Callable[[dict[str, float], int], None]
 
@@ -55,7 +57,9 @@ class GANConfig:
 
     ``resolution`` and ``channels`` come from the data. ``batch`` is the total
     over all processes; ``r1_gamma=None`` means ``0.0002 * resolution^2 / batch``
-    and ``ema_kimg=None`` means ``batch * 10 / 32``.
+    and ``ema_kimg=None`` means ``batch * 10 / 32``. ``modulation`` picks how the generator's
+    modulated convolutions are evaluated during training (:class:`~cellsynth.gan.layers.ModulatedConv2d`):
+    a speed setting that leaves the function and the checkpoints unchanged.
     """
 
     kimg: float = 25000.0
@@ -82,11 +86,14 @@ class GANConfig:
     vector_channels: tuple[int, int] | None = (1, 2)
     snapshot_kimg: float = 50.0
     conv_clamp: float | None = 256.0
+    modulation: Modulation = "batched"
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.aug not in ("ada", "fixed", "none"):
             raise ValueError(f"mask_gan.aug must be 'ada', 'fixed' or 'none', got {self.aug!r}")
+        if self.modulation not in ("grouped", "batched"):
+            raise ValueError(f"mask_gan.modulation must be 'grouped' or 'batched', got {self.modulation!r}")
         for name in ("kimg", "snapshot_kimg", "learning_rate", "ada_kimg"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"mask_gan.{name} must be > 0, got {getattr(self, name)}")
@@ -177,8 +184,8 @@ def snapshot_rank(metrics: dict[str, float]) -> tuple[bool, float, float]:
 
 def run_fingerprint(config: GANConfig, images: np.ndarray) -> str:
     """Digest of the settings and training images, leaving out the length of training (``kimg``,
-    ``snapshot_kimg``) so a finished run can be extended."""
-    return fingerprint(config, images, ignore=("kimg", "snapshot_kimg"))
+    ``snapshot_kimg``) so a finished run can be extended, and ``modulation``, which changes speed only."""
+    return fingerprint(config, images, ignore=("kimg", "snapshot_kimg", "modulation"))
 
 
 def images_to_tensor(images: np.ndarray) -> Tensor:
@@ -245,6 +252,7 @@ def train_gan(
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     for net in (nets.generator, nets.discriminator, nets.generator_ema):
         net.to(runtime.device, memory_format=memory_format)
+        set_modulation(net, grouped=config.modulation == "grouped")
     augment_pipe = _augment_pipe(config, channels).to(runtime.device) if config.aug != "none" else None
     controller = (AdaptiveAugmentController(target=config.ada_target, adjust_kimg=config.ada_kimg,
                                             batch_size=config.batch, interval=config.ada_interval, p=config.aug_p)
