@@ -15,6 +15,10 @@ if [ "$(cat .venv/.install-stamp 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   # elasticdeform's wheels are compiled against NumPy 1 and fail to import under NumPy 2: build it here.
   .venv/bin/python -m pip install --quiet --no-binary elasticdeform -e '.[test]'
+  # A wheel installed by an older environment stays "satisfied" above: rebuild it if it cannot be imported.
+  if ! .venv/bin/python -c "import elasticdeform" 2>/dev/null; then
+    .venv/bin/python -m pip install --quiet --force-reinstall --no-deps --no-binary elasticdeform elasticdeform
+  fi
   echo "$stamp" > .venv/.install-stamp
 fi
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -159,8 +159,9 @@ def evaluate_translation(
     return {k: {"value": v, "step": 0} for k, v in with_group_means(per_group).items()}, panel_grid(panels)
 
 
-def _translate(model: dict[str, Any], labels: np.ndarray, generation: dict[str, Any], device: torch.device
-                ) -> np.ndarray:
+def _translate(
+    model: dict[str, Any], labels: np.ndarray, generation: dict[str, Any], device: torch.device
+) -> np.ndarray:
     generator = build_generator(model["architecture"])
     generator.load_state_dict(model["G"])
     return translate(generator, labels, model["normalizer"], model["representation"],
