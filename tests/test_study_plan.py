@@ -25,11 +25,11 @@ from cellsynth.study import (
 def test_plan_covers_every_fold_and_experiment_and_never_trains_on_held_out_images():
     names = [f"im{i:02d}" for i in range(12)]
     folds = make_folds(names, k=4, seed=0)
-    plan = plan_experiments(folds, ["merge", "raw", "pretrain"], subset_fractions=[0.5], seed=7)
+    groups = training_groups(folds, names, "folds", [0.5], seed=7)
+    plan = plan_experiments(folds, ["merge", "raw", "pretrain"], subset_fractions=[0.5], groups=groups)
     assert [(e.fold, e.name) for e in plan[:5]] == [(0, "raw"), (0, "merge"), (0, "pretrain"), (0, "subset_0.5_raw"),
                                                    (0, "subset_0.5_merge")]
     assert len(plan) == 4 * 5
-    groups = training_groups(folds, names, "folds", [0.5], seed=7)
     for experiment in plan:
         fold = folds[experiment.fold]
         assert experiment.test == fold.test and experiment.validation == fold.val

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cellsynth.crops import Fold, fold_of_group, subset_group, training_subset
+from cellsynth.crops import Fold, fold_of_group, subset_group
 from cellsynth.io import AnnotatedImage
 from cellsynth.metrics import segmentation_accuracy
 
@@ -73,7 +73,10 @@ class Experiment:
 
 
 def plan_experiments(
-    folds: Sequence[Fold], experiments: Sequence[str], subset_fractions: Sequence[float] = (), seed: int = 0
+    folds: Sequence[Fold],
+    experiments: Sequence[str],
+    subset_fractions: Sequence[float] = (),
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Experiment]:
     """Every (fold, experiment) of the study.
 
@@ -84,11 +87,11 @@ def plan_experiments(
     experiments
         Names from :data:`EXPERIMENTS`, in any order.
     subset_fractions
-        Shares of each fold's training images for the subset experiments; the subsets are the ones
-        the generative models of group :func:`cellsynth.crops.subset_group` were trained on (same
-        ``seed``, see :func:`cellsynth.crops.training_groups`).
-    seed
-        The subsets' seed (``subsets.seed``).
+        Shares of each fold's training images for the subset experiments.
+    groups
+        The images each generative model trained on (:func:`cellsynth.crops.training_groups`); a
+        subset experiment trains on the images of group :func:`cellsynth.crops.subset_group`, the
+        ones its synthetic pairs were made from.
     """
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
     if unknown:
@@ -106,8 +109,11 @@ def plan_experiments(
         for name in sorted(set(experiments), key=EXPERIMENTS.index):
             plan.append(Experiment(i, name, stages[name], fold.val, fold.test))
         for fraction in subset_fractions:
-            subset = training_subset(fold.train, fraction, seed + i)
-            for suffix, synthetic in (("raw", None), ("merge", subset_group(i, fraction))):
+            name = subset_group(i, fraction)
+            if groups is None or name not in groups:
+                raise ValueError(f"the training groups lack {name}: rerun data_prep with the same subsets.fractions")
+            subset = tuple(groups[name])
+            for suffix, synthetic in (("raw", None), ("merge", name)):
                 plan.append(Experiment(i, f"subset_{fraction:g}_{suffix}", (Stage(subset, synthetic, "subset"),),
                                        fold.val, fold.test))
     check_plan(plan, folds)

@@ -22,6 +22,7 @@ PREVIEW_SAMPLES = 4
 
 def plan_training_sets(
     folds: dict[str, Any],
+    groups: dict[str, list[str]],
     synthetic_pairs: Mapping[str, list[AnnotatedImage]],
     params: dict[str, Any],
     subsets: dict[str, Any],
@@ -32,7 +33,7 @@ def plan_training_sets(
         raise ValueError("the segmentation experiments need held-out test images: set training_scope: folds "
                          f"(it is {training_scope!r}; 'all' only makes a synthetic dataset)")
     plan = plan_experiments([Fold.from_dict(f) for f in folds["folds"]], params["experiments"],
-                            subsets["fractions"], subsets["seed"])
+                            subsets["fractions"], groups)
     missing = sorted({g for e in plan for g in e.synthetic_groups} - set(synthetic_pairs))
     if missing:
         raise ValueError(f"synthetic_pairs lacks the group(s) {missing}: rerun mask_gan and image_translation "
