@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from cellsynth import simcep
-from cellsynth.comparison import MaskSet, compare_mask_sets, comparison_table
+from cellsynth.comparison import (
+    MaskSet,
+    compare_mask_sets,
+    comparison_table,
+    mean_table,
+)
 from cellsynth.quality import inception_features
 from cellsynth.translation import ChannelNormalizer
 
@@ -56,5 +61,7 @@ def test_comparison_table_has_a_row_per_group_and_set_and_the_means():
     assert list(table.columns) == ["group", "set", "fid"]
     means = table[table["group"] == "mean"].set_index("set")["fid"]
     assert len(table) == 6 and means["real"] == 2.0 and means["gan"] == 5.0
+    assert mean_table(table.rename(columns={"fid": "flows.fid"})).to_dict() == {"real": {"flows.fid": 2.0},
+                                                                                "gan": {"flows.fid": 5.0}}
     with pytest.raises(ValueError, match="no group"):
         comparison_table({})

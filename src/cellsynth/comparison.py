@@ -112,6 +112,13 @@ def comparison_table(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) ->
     return pd.concat([table, means[table.columns]], ignore_index=True)
 
 
+def mean_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The means over groups of a :func:`comparison_table`: one row per metric (flow and image
+    FID/KID, layout distances), one column per set."""
+    means = table[table["group"] == "mean"].drop(columns="group").set_index("set")
+    return means[[c for c in means.columns if c.split(".")[0] in ("flows", "images", "layout")]].T
+
+
 def _subsample(masks: MaskSet, max_masks: int | None, seed: int) -> MaskSet:
     if max_masks is None or len(masks.labels) <= max_masks:
         return masks

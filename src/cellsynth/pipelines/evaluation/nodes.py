@@ -12,6 +12,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cellsynth import report
+from cellsynth.comparison import mean_table
 from cellsynth.io import AnnotatedImage
 from cellsynth.study import EmptyTrainingSet, Experiment, run_experiment, segmenters
 
@@ -72,11 +73,9 @@ def write_study_report(
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """The report (Table 1 and Figure 6 analogues, the generative-quality table, sample grids) and the
     same accuracies as MLflow metrics ``<model>.<experiment>.accuracy[_std]`` and ``...fold_<i>.accuracy``."""
-    means = structure_comparison[structure_comparison["group"] == "mean"].drop(columns="group").set_index("set")
-    quality = means[[c for c in means.columns if c.split(".")[0] in ("flows", "images", "layout")]]
     content = {
         "records": results,
-        "quality_table": quality.T,
+        "quality_table": mean_table(structure_comparison),
         "figures": {"mask_gan_samples": mask_gan_grid, "image_translation_samples": translation_grid,
                     "structure_samples": structure_grid, "augmentation_preview": augmentation_preview},
         "title": params["title"],
