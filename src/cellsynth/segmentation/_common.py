@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
@@ -93,12 +92,6 @@ def normalize_image(image: np.ndarray) -> np.ndarray:
     image = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
     low, high = NORMALIZE_PERCENTILES
     return normalize(image, low, high, axis=(0, 1), dtype=np.float32)
-
-
-def seed_all(seed: int) -> None:
-    """Seed Python's and NumPy's global generators (the libraries draw from them)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
 
 
 @contextmanager

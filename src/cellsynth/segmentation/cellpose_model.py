@@ -53,7 +53,6 @@ from cellsynth.segmentation._common import (
     check_images,
     check_pairs,
     normalize_image,
-    seed_all,
     settings_from_dict,
     staged_directory,
     write_json,
@@ -309,11 +308,11 @@ def train_cellpose(
     weights = _weights_file(init_from) if init_from is not None else None
 
     # Imported only now so that bad inputs fail fast, before torch and Cellpose load.
-    import torch
     from cellpose import train
 
-    seed_all(settings.seed)
-    torch.manual_seed(settings.seed)
+    from cellsynth.training.runtime import seed_everything
+
+    seed_everything(settings.seed)
     rng = np.random.default_rng(settings.seed)
     train_x = [_network_input(image, settings, "Cellpose training set") for image in raw_images]
     train_y = list(raw_labels)

@@ -41,7 +41,6 @@ from cellsynth.segmentation._common import (
     check_images,
     check_pairs,
     normalize_image,
-    seed_all,
     settings_from_dict,
     staged_directory,
     write_json,
@@ -165,7 +164,6 @@ def _seed_tensorflow(seed: int) -> None:
     _load_tensorflow()
     import keras
 
-    seed_all(seed)
     keras.utils.set_random_seed(seed)  # Python, NumPy and the TensorFlow backend
 
 
