@@ -77,6 +77,23 @@ def test_killed_run_resumes_from_its_last_checkpoint(images, tmp_path):
     assert store.latest()["nimg"] == reached + 2 * TINY["batch"]
 
 
+def test_training_moves_the_generator_to_the_data(tmp_path):
+    """The whole loop (losses, penalties, optimisers, ADA, G_ema) learns: after 200 steps on dark fields
+    with one bright disk (left or right) and constant channels 1-2, G_ema's samples have those constant
+    channels and a dark background. An untrained generator is far off on both (measured: background 87,
+    mean deviation of channels 1-2 from 128 of 86; trained: 33 and 10)."""
+    yy, xx = np.mgrid[:32, :32]
+    data = np.full((64, 32, 32, 3), 128, np.uint8)
+    for i in range(len(data)):
+        data[i, ..., 0] = np.where((yy - 16) ** 2 + (xx - (8 if i % 2 else 24)) ** 2 < 36, 230, 25)
+    config = GANConfig(kimg=1.6, snapshot_kimg=1.6, batch=8, z_dim=16, w_dim=16, channel_base=512, channel_max=32,
+                       aug="ada", ada_kimg=5, seed=0)
+    result = train_gan(data, config, CheckpointStore(tmp_path), start_runtime("cpu", "fp32", seed=0), progress=False)
+    fake = generate_images(result.generator_ema, 64, seed=1).astype(float)
+    assert fake[:, :4, :, 0].mean() < 60  # background: the data's 25, not the mid-grey 127.5
+    assert np.abs(fake[..., 1:] - 128).mean() < 20
+
+
 def test_best_snapshot_is_selected_by_fid_then_consistency(images, tmp_path):
     scores = iter([{"fid_randinit": 5.0, "decode_consistency": 0.1}, {"fid_randinit": 2.0, "decode_consistency": 0.5},
                    {"fid_randinit": 2.0, "decode_consistency": 0.9}, {"fid_randinit": 3.0, "decode_consistency": 1.0}])
