@@ -91,3 +91,27 @@ def test_pretraining_then_fine_tuning_runs_resumes_and_refuses_empty_data(tmp_pa
         run_experiment(empty, stardist, *args)
     with pytest.raises(ValueError, match="unknown setting"):
         run_experiment(experiment, stardist, {**settings, "n_ray": 8}, *args[1:])
+
+
+def test_merge_without_synthetic_pairs_reuses_the_raw_model(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Stages are stored by content: ``merge`` with an empty synthetic group is ``raw`` again, so it is
+    not trained twice; a repeat (another seed) is a different stage."""
+    real = {f"im{i}": _sample(f"im{i}", i) for i in range(4)}
+    settings = {"steps_per_epoch": 1, "batch_size": 2, "unet_n_depth": 2, "unet_n_filter_base": 8,
+                "net_conv_after_unet": 16, "patch_size": [32, 32], "n_rays": 16}
+    stardist = segmenters()["stardist"]
+    raw = Experiment(0, "raw", (Stage(("im0", "im1"), None, "train"),), ("im2",), ("im3",))
+    merge = Experiment(0, "merge", (Stage(("im0", "im1"), "fold_0", "train"),), ("im2",), ("im3",))
+    args = (settings, {"train": 1, "finetune": 1, "subset": 1}, {}, {"elastic": False}, 0, real, {"fold_0": []},
+            tmp_path)
+    raw_record = run_experiment(raw, stardist, *args)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("merge without synthetic pairs was trained again")
+
+    merge_record = run_experiment(merge, dataclasses.replace(stardist, train=no_training), *args)
+    assert merge_record["model_path"] == raw_record["model_path"] and merge_record["synthetic_pairs"] == 0
+    assert merge_record["accuracy"] == raw_record["accuracy"]
+    assert "fold_0 holds no pairs" in caplog.text
+    repeat = run_experiment(raw, stardist, *args[:4], 1, *args[5:])
+    assert repeat["model_path"] != raw_record["model_path"]

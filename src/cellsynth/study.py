@@ -244,6 +244,10 @@ def run_experiment(
     val = [real[n] for n in experiment.validation]
     for k, stage in enumerate(experiment.stages):
         samples = [real[n] for n in stage.real] + list(synthetic[stage.synthetic] if stage.synthetic else [])
+        if stage.synthetic and not synthetic[stage.synthetic]:
+            logger.warning("%s of fold %d, stage %d: synthetic group %s holds no pairs (no GAN mask passed its "
+                           "filters), so this stage trains on the real images alone", experiment.name,
+                           experiment.fold, k, stage.synthetic)
         if not any(sample.labels.any() for sample in samples):
             raise EmptyTrainingSet(f"{experiment.name} of fold {experiment.fold}, stage {k}: no labelled object in "
                                    f"its {len(samples)} training image(s) (synthetic group {stage.synthetic}: the "

@@ -28,8 +28,10 @@ def train_segmentation_models(
     """Train every configured method on every (fold, experiment) for ``repeats`` seeds, score each on
     its fold's test images, and log the model folders to MLflow (``segmentation_models/...``).
 
-    Models are kept in ``evaluation.model_dir``; finished stages are reused, so a rerun after a crash
-    (or with more experiments) only trains what is missing. An experiment whose training data hold no
+    Models are kept in ``evaluation.model_dir/<model>/``, one folder per training stage named by a digest
+    of its settings, data and starting point. A finished stage is reused wherever it recurs, so a rerun
+    after a crash (or with more experiments) only trains what is missing, and an experiment whose
+    synthetic group is empty (``merge`` when no GAN mask passed the filters) reuses ``raw``'s model. An experiment whose training data hold no
     labelled object (synthetic pairs of an under-trained GAN) is skipped with a warning.
     """
     available = segmenters()
@@ -45,11 +47,10 @@ def train_segmentation_models(
     records = []
     for experiment, name, repeat in tqdm(jobs, desc="segmentation trainings", unit="model"):
         method = params[name]
-        folder = Path(params["model_dir"]) / f"fold_{experiment.fold}" / experiment.name / f"{name}-r{repeat}"
         try:
             record = run_experiment(experiment, available[name], method["settings"], method["epochs"],
                                     method.get("budget_settings") or {}, training_sets["augmenter"], repeat, real,
-                                    synthetic, folder)
+                                    synthetic, Path(params["model_dir"]) / name)
         except EmptyTrainingSet as error:
             logger.warning("skipped: %s", error)
             continue
