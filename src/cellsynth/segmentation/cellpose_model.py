@@ -315,12 +315,14 @@ def train_cellpose(
     seed_everything(settings.seed)
     rng = np.random.default_rng(settings.seed)
     train_x = [_network_input(image, settings, "Cellpose training set") for image in raw_images]
-    train_y = list(raw_labels)
+    # Copies: Cellpose renumbers training and validation labels in place (fastremap), which would change
+    # the caller's arrays (and with them any digest of the training data taken later).
+    train_y = [labels.copy() for labels in raw_labels]
     for _ in range(settings.intensity_copies):
         train_x += [_network_input(image, settings, "Cellpose training set", rng) for image in raw_images]
-        train_y += list(raw_labels)
+        train_y += [labels.copy() for labels in raw_labels]
     val_x = [_network_input(image, settings, "Cellpose validation set") for image in raw_val_images] if has_val else None
-    val_y = list(raw_val_labels) if has_val else None
+    val_y = [labels.copy() for labels in raw_val_labels] if has_val else None
     nimg_per_epoch = settings.nimg_per_epoch or (len(raw_images) if settings.intensity_copies else None)
 
     started = time.perf_counter()
