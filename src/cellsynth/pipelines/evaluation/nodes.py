@@ -31,8 +31,9 @@ def train_segmentation_models(
     Models are kept in ``evaluation.model_dir/<model>/``, one folder per training stage named by a digest
     of its settings, data and starting point. A finished stage is reused wherever it recurs, so a rerun
     after a crash (or with more experiments) only trains what is missing, and an experiment whose
-    synthetic group is empty (``merge`` when no GAN mask passed the filters) reuses ``raw``'s model. An experiment whose training data hold no
-    labelled object (synthetic pairs of an under-trained GAN) is skipped with a warning.
+    synthetic group is empty (``merge`` when no GAN mask passed the filters) reuses ``raw``'s model.
+    An experiment whose training data hold no labelled object (synthetic pairs of an under-trained GAN)
+    is skipped with a warning.
     """
     available = segmenters()
     unknown = sorted(set(params["models"]) - set(available))
