@@ -640,6 +640,74 @@ def decode_consistency(
     return float(np.mean(consistency_errors(flows, labels, method) < tolerance))
 
 
+def generated_field_metrics(
+    fields: np.ndarray,
+    reference: ImageFeatures,
+    features: InceptionFeatures,
+    method: str = "cellpose_flow",
+    min_objects: int = 3,
+    max_consistency_error: float = DECODE_TOLERANCE,
+    **decode_opts: Any,
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """What a snapshot of the mask GAN is worth: FID/KID of its fields against real ones, the
+    share of its masks that pass :func:`mask_filter`, their objects, and its sample diversity.
+
+    Parameters
+    ----------
+    fields
+        ``(N, H, W, C)`` uint8 generated fields at the size of the real crops, ``N >= 2``.
+    reference
+        :func:`extract_features` of real fields of that size.
+    features
+        The extractor ``reference`` was made with.
+    method, min_objects, max_consistency_error
+        The encoding and the filter settings (:func:`mask_filter`).
+    **decode_opts
+        Passed to :func:`cellsynth.encoding.decode_batch`.
+
+    Returns
+    -------
+    metrics, labels, kept
+        ``{fid..., kid..., "pass_rate", "objects_per_mask" (all masks), "cells_per_crop" (kept
+        masks; NaN when none), "diversity"}``, the decoded ``(N, H, W)`` int32 masks and the
+        ``(N,)`` bool filter verdicts.
+    """
+    metrics = image_quality(reference, fields, features=features)
+    labels = decode_batch(fields, method=method, **decode_opts)
+    kept = mask_filter(fields, labels, method=method, min_objects=min_objects,
+                       max_consistency_error=max_consistency_error)
+    objects = labels.reshape(len(labels), -1).max(axis=1)
+    metrics.update({
+        "pass_rate": float(kept.mean()),
+        "objects_per_mask": float(objects.mean()),
+        "cells_per_crop": float(objects[kept].mean()) if kept.any() else float("nan"),
+        "diversity": sample_diversity(fields),
+    })
+    return metrics, labels, kept
+
+
+def sample_diversity(images: np.ndarray) -> float:
+    """How much a set of images differs from sample to sample: the standard deviation across
+    the set at every pixel and channel, averaged, on a [0, 1] scale.
+
+    A generator that ignores its latent (mode collapse) scores near 0 whatever its images look
+    like; compare with the score of real crops measured the same way (about 0.27 for 64x64
+    Cellpose flow fields of nuclei, with 6 objects per crop).
+
+    Parameters
+    ----------
+    images
+        ``(N, H, W, C)`` uint8 (or any numbers on the 0..255 scale), ``N >= 2``.
+
+    Returns
+    -------
+    float
+    """
+    if images.ndim != 4 or len(images) < 2:
+        raise ValueError(f"sample_diversity needs (N, H, W, C) images with N >= 2, got shape {images.shape}")
+    return float((np.asarray(images, np.float64) / 255.0).std(axis=0).mean())
+
+
 def _check_flows(flows: Any, method: str) -> None:
     if method != "cellpose_flow":
         raise ValueError(
