@@ -75,6 +75,26 @@ def test_logistic_losses_match_softplus_formulas():
     assert torch.allclose(returned_logits, real_logits)
 
 
+def test_relativistic_losses_pair_fakes_with_reals_and_penalise_both():
+    """RpGAN (Jolicoeur-Martineau 2019; R3GAN, Huang et al. 2024): D and G see the logit difference of
+    paired fakes and reals; the gradient penalty covers reals (R1) and fakes (R2)."""
+    torch.manual_seed(0)
+    generator = LinearGenerator()
+    quadratic = QuadraticDiscriminator(0.3)
+    loss = StyleGAN2Loss(generator, quadratic, style_mixing_prob=0.0, relativistic=True, r1_gamma=2.0, r1_interval=4)
+    z, real = torch.randn(5, 3), torch.randn(5, *SHAPE)
+    fake = generator.synthesis(generator.mapping(z))
+    difference = quadratic(fake) - quadratic(real)
+    assert torch.allclose(loss.g_main(z, real), torch.nn.functional.softplus(-difference).mean())
+    assert torch.allclose(loss.d_main(real, z).loss, torch.nn.functional.softplus(difference).mean())
+    per_image = [(2 * 0.3 * x).flatten(1).square().sum(1).mean() for x in (real, fake)]
+    assert torch.allclose(loss.d_reg(real, z), 2.0 / 2 * 4 * (per_image[0] + per_image[1]))
+    with pytest.raises(ValueError, match="needs real images"):
+        loss.g_main(z)
+    with pytest.raises(ValueError, match="needs latents"):
+        loss.d_reg(real)
+
+
 def test_d_main_does_not_backpropagate_into_the_generator():
     torch.manual_seed(0)
     generator, discriminator = LinearGenerator(), LinearDiscriminator()
@@ -219,3 +239,33 @@ def test_auto_gamma_and_ema_beta():
     assert ema_beta(32, ema_kimg=20, ema_rampup=None, cur_nimg=0) == pytest.approx(0.5 ** (32 / 20_000))
     assert ema_beta(32, cur_nimg=1000) == pytest.approx(0.5 ** (32 / 50))  # ramp-up: 5 % of 1000 images
     assert ema_beta(32, cur_nimg=0) == 0.0
+
+
+def test_discriminator_blur_keeps_constants_and_fades_out():
+    from cellsynth.gan.loss import blur_sigma_at, gaussian_blur
+
+    constant = torch.full((2, 3, 16, 16), 0.7)
+    torch.testing.assert_close(gaussian_blur(constant, 2.0), constant)
+    impulse = torch.zeros(1, 1, 17, 17)
+    impulse[0, 0, 8, 8] = 1.0
+    blurred = gaussian_blur(impulse, 1.5)
+    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5)  # mass kept away from the borders
+    rows = torch.arange(17.0) - 8
+    spread = (blurred[0, 0].sum(1) * rows**2).sum().sqrt()
+    assert spread.item() == pytest.approx(1.5, abs=0.05)  # the standard deviation asked for
+    assert [blur_sigma_at(2.0, 100, n) for n in (0, 50_000, 100_000, 300_000)] == [2.0, 1.0, 0.0, 0.0]
+    assert blur_sigma_at(2.0, 0, 10**9) == 2.0  # no fade: constant
+
+
+def test_blurred_discriminator_input_reaches_r1_and_the_logits():
+    torch.manual_seed(0)
+    generator = Generator(16, 16, 32, 3, channel_base=128, channel_max=8, mapping_layers=2)
+    discriminator = Discriminator(32, 3, channel_base=128, channel_max=8)
+    loss = StyleGAN2Loss(generator, discriminator, r1_gamma=1.0)
+    real = torch.randn(4, 3, 32, 32)
+    sharp = loss.discriminate(real)
+    loss.blur_sigma = 1.0
+    assert not torch.allclose(sharp, loss.discriminate(real))
+    penalty = loss.d_reg(real)
+    penalty.backward()
+    assert torch.isfinite(penalty) and discriminator.fromrgb.weight.grad.abs().sum() > 0

@@ -52,6 +52,16 @@ def test_resume_continues_bit_identically(images, tmp_path):
     assert resumed["augment_p"] == straight["augment_p"] != 0.5  # ADA moved p, and resumed it exactly
 
 
+def test_the_newest_checkpoint_is_the_one_furthest_on(tmp_path):
+    """Snapshots at 504 and 1000 images (batch 8, every 0.5 kimg): resuming starts from 1000, not 504
+    (checkpoints once named 1000 images "1" and 504 images "504", and resumed from the older one)."""
+    data = (np.random.default_rng(0).random((8, 32, 32, 3)) * 255).astype(np.uint8)
+    config = GANConfig(kimg=1.0, snapshot_kimg=0.5, **{**TINY, "batch": 8})
+    train_gan(data, config, CheckpointStore(tmp_path), start_runtime("cpu", "fp32", seed=0), progress=False)
+    assert [p.name for p in CheckpointStore(tmp_path).paths()] == ["checkpoint-000504.pt", "checkpoint-001000.pt"]
+    assert CheckpointStore(tmp_path).latest()["nimg"] == 1000
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(images, tmp_path):
     np.save(tmp_path / "images.npy", images)
     script = textwrap.dedent(f"""
@@ -77,11 +87,18 @@ def test_killed_run_resumes_from_its_last_checkpoint(images, tmp_path):
     assert store.latest()["nimg"] == reached + 2 * TINY["batch"]
 
 
-def test_training_moves_the_generator_to_the_data(tmp_path):
+def _left_share(fields: np.ndarray) -> float:
+    """Share of fields whose bright mass (channel 0 above mid-grey) lies mostly in the left half."""
+    mass = np.clip(fields[..., 0].astype(float) - 127.5, 0, None)
+    return float((mass[:, :, :16].sum((1, 2)) > mass[:, :, 16:].sum((1, 2))).mean())
+
+
+def test_training_learns_the_data_and_all_its_modes(tmp_path):
     """The whole loop (losses, penalties, optimisers, ADA, G_ema) learns: after 200 steps on dark fields
-    with one bright disk (left or right) and constant channels 1-2, G_ema's samples have those constant
-    channels and a dark background. An untrained generator is far off on both (measured: background 87,
-    mean deviation of channels 1-2 from 128 of 86; trained: 33 and 10)."""
+    with one bright disk, left in half of them and right in the other half, and constant channels 1-2,
+    G_ema's samples have those constant channels, a dark background, and both disk positions across z
+    (no mode collapse). An untrained generator is far off (measured: background 87, mean deviation of
+    channels 1-2 from 128 of 86; trained: 33 and 10, disks left in 66 % of 64 samples)."""
     yy, xx = np.mgrid[:32, :32]
     data = np.full((64, 32, 32, 3), 128, np.uint8)
     for i in range(len(data)):
@@ -89,14 +106,22 @@ def test_training_moves_the_generator_to_the_data(tmp_path):
     config = GANConfig(kimg=1.6, snapshot_kimg=1.6, batch=8, z_dim=16, w_dim=16, channel_base=512, channel_max=32,
                        aug="ada", ada_kimg=5, seed=0)
     result = train_gan(data, config, CheckpointStore(tmp_path), start_runtime("cpu", "fp32", seed=0), progress=False)
-    fake = generate_images(result.generator_ema, 64, seed=1).astype(float)
-    assert fake[:, :4, :, 0].mean() < 60  # background: the data's 25, not the mid-grey 127.5
-    assert np.abs(fake[..., 1:] - 128).mean() < 20
+    fake = generate_images(result.generator_ema, 64, seed=1)
+    assert fake[:, :4, :, 0].astype(float).mean() < 60  # background: the data's 25, not the mid-grey 127.5
+    assert np.abs(fake[..., 1:].astype(float) - 128).mean() < 20
+    assert 0.2 <= _left_share(fake) <= 0.8  # both modes, each in at least a fifth of the samples
+
+    # the mode check fails for a generator that ignores z: the same network with a constant w
+    ignoring = result.generator_ema
+    last = ignoring.mapping.layers[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+    assert _left_share(generate_images(ignoring, 64, seed=1)) in (0.0, 1.0)
 
 
-def test_best_snapshot_is_selected_by_fid_then_consistency(images, tmp_path):
-    scores = iter([{"fid_randinit": 5.0, "decode_consistency": 0.1}, {"fid_randinit": 2.0, "decode_consistency": 0.5},
-                   {"fid_randinit": 2.0, "decode_consistency": 0.9}, {"fid_randinit": 3.0, "decode_consistency": 1.0}])
+def test_best_snapshot_is_selected_by_fid_then_pass_rate(images, tmp_path):
+    scores = iter([{"fid_randinit": 5.0, "pass_rate": 0.1}, {"fid_randinit": 2.0, "pass_rate": 0.5},
+                   {"fid_randinit": 2.0, "pass_rate": 0.9}, {"fid_randinit": 3.0, "pass_rate": 1.0}])
     config = GANConfig(kimg=0.016, snapshot_kimg=0.004, **TINY)
     result = train_gan(images, config, CheckpointStore(tmp_path), start_runtime("cpu", "fp32"),
                        evaluate=lambda g: next(scores), progress=False)
@@ -104,10 +129,11 @@ def test_best_snapshot_is_selected_by_fid_then_consistency(images, tmp_path):
     assert [h["fid_randinit"] for h in result.history] == [5.0, 2.0, 2.0, 3.0]
 
 
-def test_snapshots_of_empty_masks_rank_last():
-    empty = {"fid_randinit": 10.0, "decode_consistency": 1.0, "objects_per_mask": 0.0}
-    poor = {"fid_randinit": 80.0, "decode_consistency": 0.2, "objects_per_mask": 3.5}
-    assert snapshot_rank(poor) < snapshot_rank(empty)
+def test_snapshots_without_usable_masks_rank_last():
+    empty = {"fid_randinit": 10.0, "pass_rate": 1.0, "objects_per_mask": 0.0}
+    rejected = {"fid_randinit": 12.0, "pass_rate": 0.0, "objects_per_mask": 2.0}
+    poor = {"fid_randinit": 80.0, "pass_rate": 0.2, "objects_per_mask": 3.5}
+    assert snapshot_rank(poor) < snapshot_rank(empty) and snapshot_rank(poor) < snapshot_rank(rejected)
     assert snapshot_rank({"fid": 5.0}) < snapshot_rank({"fid": 6.0})
 
 
@@ -135,7 +161,10 @@ def test_checkpoints_of_another_architecture_are_refused(images, tmp_path):
 
 @pytest.mark.parametrize("key, value, message", [("aug", "sometimes", "mask_gan.aug"), ("batch", 0, "mask_gan.batch"),
                                                  ("kimg", -1, "mask_gan.kimg"),
-                                                 ("modulation", "fused", "mask_gan.modulation")])
+                                                 ("modulation", "fused", "mask_gan.modulation"),
+                                                 ("objective", "wasserstein", "mask_gan.objective"),
+                                                 ("d_learning_rate", 0.0, "mask_gan.d_learning_rate"),
+                                                 ("blur_sigma", -1.0, "mask_gan.blur_sigma")])
 def test_bad_settings_are_named(key, value, message):
     with pytest.raises(ValueError, match=message):
         GANConfig(**{**TINY, key: value})

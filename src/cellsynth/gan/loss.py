@@ -26,6 +26,13 @@ Karras et al. (2020), "Analyzing and Improving the Image Quality of StyleGAN" (S
 Karras et al. (2019), "A Style-Based Generator Architecture for GANs", Sec. 3.1: style mixing,
 a fraction of generated images use a second latent from a random crossover layer on.
 
+Karras et al. (2021), "Alias-Free Generative Adversarial Networks" (StyleGAN3), Appendix D: the
+images the discriminator sees, real and generated, are blurred with a Gaussian whose sigma fades
+from ``blur_sigma`` to 0 (:func:`blur_sigma_at`), so that early in training it judges shapes and
+layout rather than fine detail. Encoded masks need this more than photographs do: their
+probability channel is exactly 0 or 1 and their flows are unit vectors, a pixel-value statistic
+that a discriminator picks up long before the generator can match it.
+
 Karras et al. (2020), "Training GANs with Limited Data" (StyleGAN2-ADA), Appendix D/E:
 the ``auto`` configuration's ``gamma = 0.0002 * resolution^2 / batch`` and the generator
 exponential moving average with a half-life of ``10 * batch / 32`` kimg, ramped up over the
@@ -43,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cellsynth.gan.augment import AugmentPipe
+from cellsynth.gan.layers import conv2d
 from cellsynth.gan.networks import Generator
 
 
@@ -90,6 +98,12 @@ class StyleGAN2Loss(nn.Module):
         the main phases call, e.g. :meth:`cellsynth.training.Runtime.compiled`. The
         regularisation phases take a double backward pass, which compiled graphs do not
         support, so they always call the networks themselves.
+
+    Attributes
+    ----------
+    blur_sigma
+        Sigma (px) of the Gaussian blur of every image the discriminator sees, after the
+        augmentations; 0 = none. The training loop sets it per step (:func:`blur_sigma_at`).
     """
 
     def __init__(
@@ -105,6 +119,7 @@ class StyleGAN2Loss(nn.Module):
         pl_batch_shrink: int = 2,
         pl_interval: int = 4,
         compile_network: Callable[[nn.Module], nn.Module] | None = None,
+        relativistic: bool = False,
     ) -> None:
         super().__init__()
         if r1_gamma < 0:
@@ -129,6 +144,8 @@ class StyleGAN2Loss(nn.Module):
         self.pl_decay = pl_decay
         self.pl_batch_shrink = pl_batch_shrink
         self.pl_interval = pl_interval
+        self.relativistic = relativistic
+        self.blur_sigma = 0.0
         self.register_buffer("pl_mean", torch.zeros([]))
 
     @property
@@ -179,16 +196,23 @@ class StyleGAN2Loss(nn.Module):
         augment_pipe = self._networks[2]
         if augment_pipe is not None:
             images = augment_pipe(images)
+        if self.blur_sigma > 0:
+            images = gaussian_blur(images, self.blur_sigma)
         discriminator = self._main_networks[2] if main else self.discriminator
         return discriminator(images).float()
 
-    def g_main(self, z: Tensor) -> Tensor:
-        """Generator loss ``mean(softplus(-D(G(z))))``; also updates the mapping's ``w_avg``.
+    def g_main(self, z: Tensor, real: Tensor | None = None) -> Tensor:
+        """Generator loss; also updates the mapping's ``w_avg``.
+
+        Logistic: ``mean(softplus(-D(G(z))))``. Relativistic: ``mean(softplus(D(x) - D(G(z))))``,
+        each fake paired with a real image.
 
         Parameters
         ----------
         z
             ``(N, z_dim)`` latents.
+        real
+            ``(N, C, H, W)`` real images; needed by the relativistic objective only.
 
         Returns
         -------
@@ -196,7 +220,12 @@ class StyleGAN2Loss(nn.Module):
             Scalar float32.
         """
         images, _ = self.generate(z, update_w_avg=True, main=True)
-        return F.softplus(-self.discriminate(images, main=True)).mean()
+        fake_logits = self.discriminate(images, main=True)
+        if not self.relativistic:
+            return F.softplus(-fake_logits).mean()
+        if real is None:
+            raise ValueError("the relativistic generator loss needs real images")
+        return F.softplus(self.discriminate(real.detach(), main=True) - fake_logits).mean()
 
     def g_reg(self, z: Tensor) -> Tensor:
         """Lazy path-length penalty ``pl_weight * pl_interval * mean((|J_w^T y| - a)^2)``.
@@ -226,7 +255,8 @@ class StyleGAN2Loss(nn.Module):
         return penalty * (self.pl_weight * self.pl_interval)
 
     def d_main(self, real: Tensor, z: Tensor) -> DiscriminatorMainLoss:
-        """Discriminator loss ``mean(softplus(D(G(z)))) + mean(softplus(-D(x)))``.
+        """Discriminator loss: logistic ``mean(softplus(D(G(z)))) + mean(softplus(-D(x)))``, or
+        relativistic ``mean(softplus(D(G(z)) - D(x)))`` with fakes and reals paired.
 
         Parameters
         ----------
@@ -244,11 +274,15 @@ class StyleGAN2Loss(nn.Module):
             fake, _ = self.generate(z, main=True)
         fake_logits = self.discriminate(fake, main=True)
         real_logits = self.discriminate(real.detach(), main=True)
-        loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        if self.relativistic:
+            loss = F.softplus(fake_logits - real_logits).mean()
+        else:
+            loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
         return DiscriminatorMainLoss(loss, real_logits.detach())
 
-    def d_reg(self, real: Tensor) -> Tensor:
-        """Lazy R1 penalty ``r1_gamma / 2 * r1_interval * mean(||grad_x D(x)||^2)`` on reals.
+    def d_reg(self, real: Tensor, z: Tensor | None = None) -> Tensor:
+        """Lazy gradient penalty ``r1_gamma / 2 * r1_interval * mean(||grad_x D(x)||^2)`` on reals
+        (R1), and with the relativistic objective the same on fakes ``G(z)`` (R2), added.
 
         The gradient is taken with respect to the images before augmentation, so the penalty
         covers the augmentation pipeline too (ADA Sec. 2 requires everything D sees to be
@@ -258,15 +292,25 @@ class StyleGAN2Loss(nn.Module):
         ----------
         real
             ``(N, C, H, W)`` real images.
+        z
+            ``(M, z_dim)`` latents of the fakes; needed by the relativistic objective only.
 
         Returns
         -------
         Tensor
             Scalar float32.
         """
-        real = real.detach().requires_grad_(True)
-        (grads,) = torch.autograd.grad(self.discriminate(real).sum(), real, create_graph=True)
-        penalty = grads.float().square().sum(dim=(1, 2, 3)).mean()
+        images = [real.detach()]
+        if self.relativistic:
+            if z is None:
+                raise ValueError("the relativistic objective's R2 penalty needs latents for fakes")
+            with torch.no_grad():
+                images.append(self.generate(z)[0].float())
+        penalty = 0.0
+        for batch in images:
+            batch = batch.requires_grad_(True)
+            (grads,) = torch.autograd.grad(self.discriminate(batch).sum(), batch, create_graph=True)
+            penalty = penalty + grads.float().square().sum(dim=(1, 2, 3)).mean()
         return penalty * (self.r1_gamma / 2 * self.r1_interval)
 
 
@@ -325,3 +369,28 @@ def ema_beta(
     if ema_rampup is not None:
         ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
     return 0.5 ** (batch / max(ema_nimg, 1e-8))
+
+
+def blur_sigma_at(initial_sigma: float, fade_kimg: float, cur_nimg: int) -> float:
+    """The discriminator's input blur after ``cur_nimg`` images: ``initial_sigma`` fading linearly
+    to 0 over ``fade_kimg`` thousand images (StyleGAN3); ``fade_kimg = 0`` keeps it constant."""
+    if initial_sigma < 0 or fade_kimg < 0:
+        raise ValueError(f"blur sigma and fade kimg must be >= 0, got {initial_sigma}, {fade_kimg}")
+    if fade_kimg == 0:
+        return initial_sigma
+    return initial_sigma * max(1.0 - cur_nimg / (fade_kimg * 1000), 0.0)
+
+
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)`` images, taps to 3 sigma, reflected borders.
+
+    Linear in the images, with cheap second derivatives (R1 differentiates through it).
+    """
+    radius = max(1, min(math.ceil(3 * sigma), min(images.shape[2:]) - 1))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
+    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    taps = (taps / taps.sum()).to(images.dtype)
+    channels = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = conv2d(x, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
+    return conv2d(x, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)

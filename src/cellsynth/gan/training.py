@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from cellsynth.gan.augment import AdaptiveAugmentController, AugmentPipe
 from cellsynth.gan.layers import set_modulation
-from cellsynth.gan.loss import StyleGAN2Loss, auto_r1_gamma, ema_beta
+from cellsynth.gan.loss import StyleGAN2Loss, auto_r1_gamma, blur_sigma_at, ema_beta
 from cellsynth.gan.networks import Discriminator, Generator
 from cellsynth.training import (
     CheckpointStore,
@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 AugmentMode = Literal["ada", "fixed", "none"]
 Modulation = Literal["grouped", "batched"]
+Objective = Literal["logistic", "relativistic"]
 MetricsCallback = Callable[[Generator], dict[str, float]]
 LogCallback = Callable[[dict[str, float], int], None]
 
@@ -71,11 +72,15 @@ class GANConfig:
     channel_max: int = 512
     mbstd_group_size: int = 4
     learning_rate: float = 0.0025
+    d_learning_rate: float | None = None
     r1_gamma: float | None = None
     r1_interval: int = 16
     pl_weight: float = 2.0
     pl_interval: int = 4
     style_mixing_prob: float = 0.9
+    objective: Objective = "logistic"
+    blur_sigma: float = 0.0
+    blur_fade_kimg: float = 0.0
     ema_kimg: float | None = None
     ema_rampup: float | None = 0.05
     aug: AugmentMode = "ada"
@@ -92,11 +97,18 @@ class GANConfig:
     def __post_init__(self) -> None:
         if self.aug not in ("ada", "fixed", "none"):
             raise ValueError(f"mask_gan.aug must be 'ada', 'fixed' or 'none', got {self.aug!r}")
+        if self.objective not in ("logistic", "relativistic"):
+            raise ValueError(f"mask_gan.objective must be 'logistic' or 'relativistic', got {self.objective!r}")
         if self.modulation not in ("grouped", "batched"):
             raise ValueError(f"mask_gan.modulation must be 'grouped' or 'batched', got {self.modulation!r}")
         for name in ("kimg", "snapshot_kimg", "learning_rate", "ada_kimg"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"mask_gan.{name} must be > 0, got {getattr(self, name)}")
+        if self.d_learning_rate is not None and self.d_learning_rate <= 0:
+            raise ValueError(f"mask_gan.d_learning_rate must be > 0 (or null), got {self.d_learning_rate}")
+        for name in ("blur_sigma", "blur_fade_kimg"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"mask_gan.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("batch", "r1_interval", "pl_interval", "ada_interval", "mbstd_group_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"mask_gan.{name} must be >= 1, got {getattr(self, name)}")
@@ -173,19 +185,25 @@ def build_generator(architecture: dict[str, Any]) -> Generator:
 
 
 def snapshot_rank(metrics: dict[str, float]) -> tuple[bool, float, float]:
-    """Sort key of snapshots: lowest FID first (standard or random-init), ties by decode consistency.
+    """Sort key of snapshots: lowest FID first (standard or random-init), ties by the share of
+    generated masks that pass the filters (``pass_rate``).
 
-    A snapshot whose masks hold no objects at all ranks last: a generator collapsed to empty
-    fields decodes "consistently" and can even score a low random-init FID.
+    A snapshot none of whose masks pass, or whose masks hold no objects at all, ranks last: a
+    generator collapsed to empty fields decodes "consistently" and can even score a low
+    random-init FID.
     """
     fid = next((v for k, v in metrics.items() if k.startswith("fid")), math.inf)
-    return metrics.get("objects_per_mask", 1.0) == 0, fid, -metrics.get("decode_consistency", 0.0)
+    unusable = metrics.get("pass_rate", 1.0) == 0 or metrics.get("objects_per_mask", 1.0) == 0
+    return unusable, fid, -metrics.get("pass_rate", 0.0)
 
 
-def run_fingerprint(config: GANConfig, images: np.ndarray) -> str:
-    """Digest of the settings and training images, leaving out the length of training (``kimg``,
-    ``snapshot_kimg``) so a finished run can be extended, and ``modulation``, which changes speed only."""
-    return fingerprint(config, images, ignore=("kimg", "snapshot_kimg", "modulation"))
+def run_fingerprint(config: GANConfig, images: np.ndarray, init_from: dict[str, Any] | None = None) -> str:
+    """Digest of the settings, training images and starting weights (``init_from``'s ``G_ema``),
+    leaving out the length of training (``kimg``, ``snapshot_kimg``) so a finished run can be
+    extended, and ``modulation``, which changes speed only."""
+    start = () if init_from is None else (
+        np.concatenate([v.detach().cpu().float().numpy().ravel() for v in init_from["G_ema"].values()]),)
+    return fingerprint(config, images, *start, ignore=("kimg", "snapshot_kimg", "modulation"))
 
 
 def images_to_tensor(images: np.ndarray) -> Tensor:
@@ -233,12 +251,13 @@ def train_gan(
         Device, precision and process group (:func:`cellsynth.training.start_runtime`).
     evaluate
         Called with ``G_ema`` on the main process at every snapshot; returns metrics such
-        as ``{"fid_randinit": ..., "decode_consistency": ...}`` used to pick the best snapshot.
+        as ``{"fid_randinit": ..., "pass_rate": ...}`` used to pick the best snapshot (:func:`snapshot_rank`).
     log_metrics
         Called on the main process with ``(metrics, kimg_step)`` at every snapshot.
     init_from
-        A checkpoint state of another run (transfer learning): its G, D and ``G_ema``
-        weights are the starting point; ignored when resuming.
+        A checkpoint state of another run (transfer learning, e.g. :func:`load_initial_weights`): its
+        G, D and ``G_ema`` weights are the starting point, and the schedules (blur, ``G_ema``
+        ramp-up) continue from its image count ``nimg``; ignored when resuming.
     progress
         Show a progress bar (main process only).
     """
@@ -261,12 +280,17 @@ def train_gan(
     loss = StyleGAN2Loss(nets.generator, nets.discriminator, augment_pipe, r1_gamma=r1_gamma,
                          r1_interval=config.r1_interval, style_mixing_prob=config.style_mixing_prob,
                          pl_weight=config.pl_weight, pl_interval=config.pl_interval,
-                         compile_network=runtime.compiled).to(runtime.device)
+                         compile_network=runtime.compiled,
+                         relativistic=config.objective == "relativistic").to(runtime.device)
     g_opt = _lazy_adam(nets.generator, config.learning_rate, config.pl_interval if config.pl_weight > 0 else None)
-    d_opt = _lazy_adam(nets.discriminator, config.learning_rate, config.r1_interval if r1_gamma > 0 else None)
+    d_learning_rate = config.learning_rate if config.d_learning_rate is None else config.d_learning_rate
+    d_opt = _lazy_adam(nets.discriminator, d_learning_rate, config.r1_interval if r1_gamma > 0 else None)
 
     state = checkpoints.latest(map_location=runtime.device)
     nimg, best, history = 0, None, []
+    # Schedules (discriminator blur, G_ema ramp-up) go on from the images the initial weights saw,
+    # as after a resume: a fine-tuned network is not a newly initialised one.
+    schedule_offset = 0
     if state is not None:
         if state["architecture"] != nets.architecture:
             raise ValueError(f"the checkpoints in {checkpoints.directory} were made with another architecture "
@@ -278,6 +302,7 @@ def train_gan(
         d_opt.load_state_dict(state["D_opt"])
         loss.load_state_dict(state["loss"])
         nimg, best, history = state["nimg"], state["best"], state["history"]
+        schedule_offset = state.get("schedule_offset", 0)
         if controller is not None:
             controller.p = state["augment_p"]
         if augment_pipe is not None:
@@ -288,10 +313,16 @@ def train_gan(
             seed_everything(config.seed + runtime.rank + nimg)
         logger.info("Resuming GAN training from %s at %.1f kimg", checkpoints.paths()[-1], nimg / 1000)
     elif init_from is not None:
+        if init_from.get("architecture", nets.architecture) != nets.architecture:
+            raise ValueError(f"mask_gan.init_from holds a generator of another architecture "
+                             f"({init_from['architecture']}) than this configuration's ({nets.architecture}); "
+                             "choose matching settings or set mask_gan.init_from: null")
         nets.generator.load_state_dict(init_from["G"])
         nets.discriminator.load_state_dict(init_from["D"])
         nets.generator_ema.load_state_dict(init_from["G_ema"])
-        logger.info("Starting GAN training from the weights of another run (init_from)")
+        schedule_offset = int(init_from.get("nimg", 0))
+        logger.info("Starting GAN training from the weights of another run (init_from, %.1f kimg)",
+                    schedule_offset / 1000)
     for net in (nets.generator, nets.discriminator, nets.generator_ema):
         runtime.broadcast_module_(net)
 
@@ -304,12 +335,13 @@ def train_gan(
     while nimg < total:
         real = to_unit_range(data[torch.randint(len(data), (local_batch,), device=runtime.device)])
         real = real.contiguous(memory_format=memory_format)
+        loss.blur_sigma = blur_sigma_at(config.blur_sigma, config.blur_fade_kimg, nimg + schedule_offset)
         losses = _training_step(step, real, local_batch, nets, loss, g_opt, d_opt, controller, augment_pipe,
                                 runtime, config)
         for key, value in losses.items():
             running.setdefault(key, []).append(value)
         _update_ema(nets.generator_ema, nets.generator, ema_beta(config.batch, config.ema_kimg, config.ema_rampup,
-                                                                  cur_nimg=nimg))
+                                                                  cur_nimg=nimg + schedule_offset))
         nimg += config.batch
         step += 1
         bar.update(config.batch)
@@ -329,12 +361,13 @@ def train_gan(
                     log_metrics({k: v for k, v in record.items() if k != "kimg"}, int(round(record["kimg"] * 1000)))
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("G_loss", "D_loss", "augment_p")
                                  or k.startswith("fid")})
-                checkpoints.save(nimg // 1000 if nimg % 1000 == 0 else nimg, {
+                checkpoints.save(nimg, {  # named by images shown: names must sort like progress
                     "G": nets.generator.state_dict(), "D": nets.discriminator.state_dict(),
                     "G_ema": nets.generator_ema.state_dict(), "G_opt": g_opt.state_dict(),
                     "D_opt": d_opt.state_dict(), "loss": loss.state_dict(), "nimg": nimg, "best": best,
                     "history": history, "augment_p": _augment_p(controller, augment_pipe),
                     "rng": capture_rng_state(), "config": asdict(config), "architecture": nets.architecture,
+                    "schedule_offset": schedule_offset,
                 })
             runtime.barrier()
     bar.close()
@@ -376,8 +409,8 @@ def _training_step(
         net.requires_grad_(False)
         losses[name] = float(value.detach())
 
-    run_phase(nets.generator, g_opt, lambda: loss.g_main(torch.randn(local_batch, config.z_dim, device=device)),
-              "G_loss")
+    run_phase(nets.generator, g_opt,
+              lambda: loss.g_main(torch.randn(local_batch, config.z_dim, device=device), real), "G_loss")
     if config.pl_weight > 0 and step % config.pl_interval == 0:
         run_phase(nets.generator, g_opt, lambda: loss.g_reg(torch.randn(local_batch, config.z_dim, device=device)),
                   "G_pl")
@@ -397,7 +430,8 @@ def _training_step(
         if controller.observe(_gathered_logits(real_logits[0], runtime)):
             augment_pipe.p.fill_(controller.p)
     if loss.r1_gamma > 0 and step % config.r1_interval == 0:
-        run_phase(nets.discriminator, d_opt, lambda: loss.d_reg(real), "D_r1")
+        run_phase(nets.discriminator, d_opt,
+                  lambda: loss.d_reg(real, torch.randn(local_batch, config.z_dim, device=device)), "D_r1")
     return losses
 
 

@@ -1,7 +1,7 @@
 """Atomic training checkpoints and resume.
 
 A checkpoint is one ``torch.save`` file named by the training progress
-(``checkpoint-000123.pt``, in thousands of images or epochs), written to a
+(``checkpoint-000123.pt``, in images shown or epochs, one unit per store), written to a
 temporary file and renamed into place, so a killed process leaves either the
 previous checkpoint or the new one, never a torn file. Resuming loads the
 newest complete file.
