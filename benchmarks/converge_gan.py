@@ -1,0 +1,292 @@
+"""The mask GAN's learning curve on an annotated folder (or the demo tissue); prints one JSON line.
+
+    python benchmarks/converge_gan.py --data ../shared/data/dsb2018/fluo --res 64 [--minutes 90 | --kimg K]
+        [--downsample 2] [--set r1_gamma=1 --set learning_rate=0.002 ...] [--out DIR] [--work DIR]
+
+The images are split into training and held-out images; the training images give crops of
+``--res`` pixels (with their rotations, at least 3 objects each, as data_prep makes them), the
+held-out images unrotated crops. The GAN is trained with the settings of
+``conf/base/parameters_mask_gan.yml`` (``mask_gan.training``, changed by ``--set``), on fields of
+the crops shrunk by ``--downsample``; its fields are enlarged again before decoding. At every
+snapshot the fields of ``G_ema`` are measured against the held-out crops: FID (flow fields),
+sample diversity (a collapse shows here), the share of masks passing the filters of
+``mask_gan.generation``, cells per crop and the layout distances of :mod:`cellsynth.layout`.
+SIMCEP fitted to the training crops and the training crops themselves are measured the same way
+once, as the lines the curve is read against. ``--out`` gets the curve (PNG), a sample grid of
+the best snapshot (PNG) and the JSON; ``--work`` keeps the checkpoints (a rerun resumes) and
+every snapshot's ``G_ema``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from cellsynth import crops, encoding, io, layout, phantom, quality, simcep
+from cellsynth.figures import panel_grid
+from cellsynth.gan.pretrained import export_weights, load_initial_weights
+from cellsynth.gan.training import (
+    GANConfig,
+    build_generator,
+    generate_images,
+    run_fingerprint,
+    snapshot_rank,
+    train_gan,
+)
+from cellsynth.training import CheckpointStore, start_runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYOUT_KEYS = layout.SCALAR_STATISTICS[1:] + ("ripley_l",)  # cells_per_crop is reported on its own
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="demo", help="annotated folder (images/, masks/) or 'demo'")
+    parser.add_argument("--res", type=int, default=64, help="crop size in pixels")
+    parser.add_argument("--downsample", type=int, default=1, help="the GAN learns fields this many times smaller")
+    parser.add_argument("--minutes", type=float, default=90.0, help="training time budget")
+    parser.add_argument("--kimg", type=float, default=None, help="train this long instead of --minutes")
+    parser.add_argument("--snapshot-kimg", type=float, default=10.0)
+    parser.add_argument("--heldout", type=float, default=0.25, help="share of the images held out")
+    parser.add_argument("--n-eval", type=int, default=128, help="fields generated per snapshot")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a mask_gan.training setting (YAML value)")
+    parser.add_argument("--config", default=str(ROOT / "conf/base/parameters_mask_gan.yml"))
+    parser.add_argument("--demo-images", type=int, default=12, help="phantom images with --data demo")
+    parser.add_argument("--demo-seed", type=int, default=1000, help="phantom seed with --data demo")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--init-from", default=None, help="start from these weights (mask_gan.init_from)")
+    parser.add_argument("--export", default=None, metavar="FILE",
+                        help="write the last checkpoint's networks here, to start other runs from (init_from)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="measure the snapshots kept in --work again (e.g. after a change of the filters), no training")
+    parser.add_argument("--out", default=None, help="folder for the curve, the grid and the JSON")
+    parser.add_argument("--work", default=None, help="folder for checkpoints and snapshots (default: temporary)")
+    return parser.parse_args()
+
+
+def load_samples(data: str, n_demo: int, demo_seed: int) -> list[io.AnnotatedImage]:
+    if data == "demo":
+        return [io.AnnotatedImage(f"phantom_{i:03d}", image, labels)
+                for i, (image, labels) in enumerate(phantom.demo_dataset(n_demo, 256, seed=demo_seed))]
+    return io.read_dataset(data)
+
+
+def training_config(path: str, overrides: list[str], kimg: float, snapshot_kimg: float, seed: int) -> GANConfig:
+    params = yaml.safe_load(Path(path).read_text())["mask_gan"]["training"]
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if not _:
+            raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
+        params[key] = yaml.safe_load(value)
+    params.update(kimg=kimg, snapshot_kimg=snapshot_kimg, seed=seed)
+    return GANConfig.from_params(params)
+
+
+def filter_settings(path: str) -> dict:
+    generation = yaml.safe_load(Path(path).read_text())["mask_gan"]["generation"]
+    return {"min_objects": generation["min_objects"], "max_consistency_error": generation["max_consistency_error"],
+            **generation.get("decode", {})}
+
+
+def measure(fields: np.ndarray, reference: quality.ImageFeatures, features: quality.InceptionFeatures,
+            reference_layout: dict, settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The snapshot metrics of a set of full-size fields, plus layout distances of its kept masks."""
+    metrics, labels, kept = quality.generated_field_metrics(fields, reference, features, **settings)
+    if kept.any():
+        distances = layout.compare_layouts(reference_layout, list(labels[kept]))
+        metrics.update({f"layout.{k}": distances[k] for k in LAYOUT_KEYS})
+        metrics["layout.cells_per_crop"] = distances["cells_per_crop"]
+    return metrics, labels, kept
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    samples = load_samples(args.data, args.demo_images, args.demo_seed)
+    order = np.random.default_rng(args.seed).permutation(len(samples))
+    n_heldout = max(1, round(args.heldout * len(samples)))
+    if len(samples) - n_heldout < 1:
+        raise SystemExit(f"{args.data}: {len(samples)} image(s) cannot be split into training and held-out images")
+    heldout = [samples[i] for i in order[:n_heldout]]
+    training = [samples[i] for i in order[n_heldout:]]
+    train_crops = crops.crops_from_images(training, size=args.res, stride=args.res, rotations=True)["labels"]
+    heldout_crops = crops.crops_from_images(heldout, size=args.res, stride=args.res, rotations=False)["labels"]
+    gan_fields = encoding.downscale(encoding.encode_batch(train_crops, progress=True), args.downsample)
+    print(f"{len(training)} training images -> {len(train_crops)} crops (with rotations); {len(heldout)} held-out "
+          f"images -> {len(heldout_crops)} crops; GAN at {gan_fields.shape[1]}x{gan_fields.shape[2]}",
+          file=sys.stderr)
+
+    runtime = start_runtime(args.device, "auto", seed=args.seed)
+    features = quality.inception_features(device=runtime.device)
+    heldout_fields = encoding.encode_batch(heldout_crops)
+    reference = quality.extract_features(heldout_fields, features, name="held-out fields")
+    reference_layout = layout.layout_statistics(list(heldout_crops))
+    settings = filter_settings(args.config)
+    rng = np.random.default_rng(args.seed)
+
+    baselines = {}
+    real_sample = encoding.encode_batch(train_crops[rng.choice(len(train_crops), min(args.n_eval, len(train_crops)),
+                                                               replace=False)])
+    baselines["real"], real_labels, _ = measure(real_sample, reference, features, reference_layout, settings)
+    baselines["real"]["diversity"] = quality.sample_diversity(heldout_fields)  # held-out, unrotated like GAN output
+    baselines["real"]["cells_per_crop"] = float(heldout_crops.reshape(len(heldout_crops), -1).max(1).mean())
+    fit_sample = train_crops[: len(train_crops) // 4] if len(train_crops) >= 8 else train_crops  # unrotated crops
+    model = simcep.fit(list(fit_sample))
+    simcep_fields = encoding.encode_batch(np.stack(simcep.simulate(model, args.n_eval, args.res, seed=args.seed)))
+    baselines["simcep"], simcep_labels, _ = measure(simcep_fields, reference, features, reference_layout, settings)
+    print(f"baselines: {json.dumps(baselines)}", file=sys.stderr)
+
+    config = training_config(args.config, args.set, args.kimg or 1e6, args.snapshot_kimg, args.seed)
+    init_from = load_initial_weights(args.init_from) if args.init_from else None
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="converge_gan-"))
+    store = CheckpointStore(work / f"checkpoints-{run_fingerprint(config, gan_fields, init_from)}")
+    snapshots = work / "snapshots"
+    snapshots.mkdir(parents=True, exist_ok=True)
+    resumed = store.latest()
+    start_kimg = resumed["nimg"] / 1000 if resumed else 0.0
+    train_start = time.perf_counter()
+
+    def evaluate(generator) -> dict[str, float]:
+        small = generate_images(generator, args.n_eval, seed=123, device=runtime.device)
+        metrics, _, _ = measure(encoding.upscale_fields(small, args.downsample), reference, features,
+                                reference_layout, settings)
+        return metrics
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        record = {"kimg": step / 1000, "train_s": round(time.perf_counter() - train_start, 1), **metrics}
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}), file=sys.stderr)
+
+    # Train in snapshot-long pieces (each resumes from the last checkpoint) until the budget is spent.
+    timing_path = work / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"train_s": 0.0}
+    deadline = train_start + args.minutes * 60
+    target = args.snapshot_kimg
+    while not args.rescore:
+        config.kimg = target
+        train_gan(gan_fields, config, store, runtime, evaluate=evaluate, log_metrics=log, init_from=init_from,
+                  progress=False)
+        state = store.latest()
+        torch.save(state["G_ema"], snapshots / f"G_ema-{state['nimg']:08d}img.pt")
+        reached = state["nimg"] / 1000
+        timing_path.write_text(json.dumps({"train_s": timing["train_s"] + time.perf_counter() - train_start}))
+        if args.kimg is not None and reached >= args.kimg:
+            break
+        if args.kimg is None and time.perf_counter() >= deadline:
+            break
+        target = (math.floor(reached / args.snapshot_kimg + 1e-9) + 1) * args.snapshot_kimg  # the next snapshot
+        target = target if args.kimg is None else min(target, args.kimg)
+    state = store.latest()
+    history = state["history"]
+    if args.rescore:
+        history = rescore(history, snapshots, state["architecture"], evaluate)
+        start_kimg = 0.0
+    best = min(history, key=snapshot_rank)
+    trained_kimg = state["nimg"] / 1000
+    if timing_path.is_file():  # training time of this call, or of the whole run when rescoring
+        train_seconds = json.loads(timing_path.read_text())["train_s"] - (0 if args.rescore else timing["train_s"])
+        sec_per_kimg = round(train_seconds / max(trained_kimg - start_kimg, 1e-9), 2)  # evaluation included
+    else:
+        sec_per_kimg = None
+
+    def pick(metric: str, record: dict) -> float | None:
+        value = record.get(metric)
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(value, 4)
+
+    fid_key = next(k for k in best if k.startswith("fid"))
+    report = {
+        "data": args.data, "resolution": args.res, "downsample": args.downsample,
+        "gan_resolution": int(gan_fields.shape[1]), "training_crops": len(train_crops),
+        "heldout_crops": len(heldout_crops), "settings": {k: v for k, v in vars(config).items()
+                                                            if k not in ("kimg", "snapshot_kimg")},
+        "kimg": round(trained_kimg, 2), "sec_per_kimg": sec_per_kimg,
+        "best": {
+            "kimg": best["kimg"],
+            "pass_rate": pick("pass_rate", best),
+            "diversity": {"real": pick("diversity", baselines["real"]), "gan": pick("diversity", best),
+                          "simcep": pick("diversity", baselines["simcep"])},
+            "cells_per_crop": {"real": pick("cells_per_crop", baselines["real"]), "gan": pick("cells_per_crop", best),
+                               "simcep": pick("cells_per_crop", baselines["simcep"])},
+            "layout_distance": {name: {k: pick(f"layout.{k}", record) for k in ("cells_per_crop",) + LAYOUT_KEYS}
+                                for name, record in (("gan", best), ("simcep", baselines["simcep"]))},
+            f"flow_{fid_key}": {"real": pick(fid_key, baselines["real"]), "gan": pick(fid_key, best),
+                                "simcep": pick(fid_key, baselines["simcep"])},
+        },
+        "curve": [{k: pick(k, r) if k != "kimg" else r[k] for k in r} for r in history],
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    if args.export:
+        trained = {"command": "python benchmarks/converge_gan.py " + " ".join(sys.argv[1:]),
+                   "data": args.data, "demo_seed": args.demo_seed if args.data == "demo" else None,
+                   "settings": report["settings"], "downsample": args.downsample, "kimg": report["kimg"],
+                   "last_snapshot": report["curve"][-1]}
+        print(f"weights written to {export_weights(state, args.export, trained)}", file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        plot_curve(history, baselines, fid_key, out / "converge_curve.png", args.data)
+        generator = build_generator(state["architecture"])
+        generator.load_state_dict(torch.load(snapshots / f"G_ema-{round(best['kimg'] * 1000):08d}img.pt"))
+        small = generate_images(generator, 8, seed=123, device=runtime.device)
+        fake_fields = encoding.upscale_fields(small, args.downsample)
+        fake_labels = encoding.decode_batch(fake_fields)
+        figure = panel_grid([("real (held-out)", [("fields", heldout_fields[:8]), ("masks", heldout_crops[:8])]),
+                             (f"GAN {best['kimg']:g} kimg", [("fields", fake_fields), ("masks", fake_labels)]),
+                             ("SIMCEP", [("fields", simcep_fields[:8]), ("masks", simcep_labels[:8])])])
+        figure.savefig(out / "converge_grid.png", dpi=80)
+        (out / "converge_gan.json").write_text(json.dumps(report) + "\n")
+    print(json.dumps(report))
+
+
+def rescore(history: list[dict], snapshots: Path, architecture: dict, evaluate) -> list[dict]:
+    """The history with every kept snapshot's metrics measured again (losses and p as recorded)."""
+    recorded = {round(r["kimg"] * 1000): r for r in history}
+    generator = build_generator(architecture)
+    rescored = []
+    for path in sorted(snapshots.glob("G_ema-*img.pt")):
+        nimg = int(path.stem.split("-")[1].removesuffix("img"))
+        generator.load_state_dict(torch.load(path))
+        kept = {k: v for k, v in recorded.get(nimg, {}).items() if k in ("G_loss", "D_loss", "D_r1", "augment_p")}
+        rescored.append({"kimg": nimg / 1000, **kept, **evaluate(generator)})
+        print(json.dumps(rescored[-1]), file=sys.stderr)
+    return rescored
+
+
+def plot_curve(history: list[dict], baselines: dict, fid_key: str, path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    panels = [("diversity", "sample diversity"), ("pass_rate", "filter pass rate"),
+              ("cells_per_crop", "cells per kept crop"), (fid_key, f"flow {fid_key}"),
+              ("layout.nn_distance", "layout distance: nn distance (px)"),
+              ("layout.ripley_l", "layout distance: Ripley's L (px)")]
+    kimg = [r["kimg"] for r in history]
+    figure, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for axis, (key, label) in zip(axes.flat, panels):
+        axis.plot(kimg, [r.get(key, np.nan) for r in history], "o-", ms=3, label="GAN")
+        for name, style in (("real", "g--"), ("simcep", "r:")):
+            value = baselines[name].get(key)
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                axis.axhline(value, color=style[0], linestyle=style[1:], label=name)
+        axis.set_title(label, fontsize=9)
+        axis.set_xlabel("kimg")
+    axes.flat[0].legend(fontsize=8)
+    figure.suptitle(f"mask GAN learning curve: {title}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+
+
+if __name__ == "__main__":
+    main()
