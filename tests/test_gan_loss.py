@@ -95,6 +95,22 @@ def test_relativistic_losses_pair_fakes_with_reals_and_penalise_both():
         loss.d_reg(real)
 
 
+def test_mode_seeking_penalises_generators_that_ignore_z():
+    from cellsynth.gan.loss import mode_seeking_penalty
+
+    z = torch.randn(8, 3)
+    same = torch.ones(8, *SHAPE).requires_grad_(True)
+    spread = z[:, :1, None, None].expand(8, *SHAPE)  # images that follow z
+    assert mode_seeking_penalty(same, z) > 1e4 > mode_seeking_penalty(spread, z)
+    torch.manual_seed(0)
+    generator, discriminator = LinearGenerator(), LinearDiscriminator()
+    plain = StyleGAN2Loss(generator, discriminator, style_mixing_prob=0.0)
+    seeking = StyleGAN2Loss(generator, discriminator, style_mixing_prob=0.0, mode_seeking=0.5)
+    images = generator.synthesis(generator.mapping(z))
+    expected = plain.g_main(z) + 0.5 * mode_seeking_penalty(images, z)
+    assert torch.allclose(seeking.g_main(z), expected)
+
+
 def test_d_main_does_not_backpropagate_into_the_generator():
     torch.manual_seed(0)
     generator, discriminator = LinearGenerator(), LinearDiscriminator()

@@ -120,6 +120,7 @@ class StyleGAN2Loss(nn.Module):
         pl_interval: int = 4,
         compile_network: Callable[[nn.Module], nn.Module] | None = None,
         relativistic: bool = False,
+        mode_seeking: float = 0.0,
     ) -> None:
         super().__init__()
         if r1_gamma < 0:
@@ -145,6 +146,7 @@ class StyleGAN2Loss(nn.Module):
         self.pl_batch_shrink = pl_batch_shrink
         self.pl_interval = pl_interval
         self.relativistic = relativistic
+        self.mode_seeking = mode_seeking
         self.blur_sigma = 0.0
         self.register_buffer("pl_mean", torch.zeros([]))
 
@@ -222,10 +224,14 @@ class StyleGAN2Loss(nn.Module):
         images, _ = self.generate(z, update_w_avg=True, main=True)
         fake_logits = self.discriminate(images, main=True)
         if not self.relativistic:
-            return F.softplus(-fake_logits).mean()
-        if real is None:
+            loss = F.softplus(-fake_logits).mean()
+        elif real is None:
             raise ValueError("the relativistic generator loss needs real images")
-        return F.softplus(self.discriminate(real.detach(), main=True) - fake_logits).mean()
+        else:
+            loss = F.softplus(self.discriminate(real.detach(), main=True) - fake_logits).mean()
+        if self.mode_seeking > 0 and len(z) >= 2:
+            loss = loss + self.mode_seeking * mode_seeking_penalty(images, z)
+        return loss
 
     def g_reg(self, z: Tensor) -> Tensor:
         """Lazy path-length penalty ``pl_weight * pl_interval * mean((|J_w^T y| - a)^2)``.
@@ -394,3 +400,16 @@ def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
     x = conv2d(x, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
     return conv2d(x, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
+
+
+def mode_seeking_penalty(images: Tensor, z: Tensor) -> Tensor:
+    """Mode seeking (Mao et al. 2019, MSGAN): ``mean(1 / (d_I / d_z + eps))`` over pairs of samples,
+    ``d`` the mean absolute difference of two images and of their latents; small when different
+    latents give different images, so adding it to the generator loss works against mode collapse.
+
+    The batch is paired with itself shifted by half (``i`` with ``i + N/2``).
+    """
+    half = len(z) // 2
+    image_distance = (images[:half].float() - images[half : 2 * half].float()).abs().flatten(1).mean(1)
+    latent_distance = (z[:half] - z[half : 2 * half]).abs().mean(1)
+    return (1.0 / (image_distance / latent_distance + 1e-5)).mean()

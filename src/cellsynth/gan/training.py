@@ -79,6 +79,7 @@ class GANConfig:
     pl_interval: int = 4
     style_mixing_prob: float = 0.9
     objective: Objective = "logistic"
+    mode_seeking: float = 0.0
     blur_sigma: float = 0.0
     blur_fade_kimg: float = 0.0
     ema_kimg: float | None = None
@@ -106,7 +107,7 @@ class GANConfig:
                 raise ValueError(f"mask_gan.{name} must be > 0, got {getattr(self, name)}")
         if self.d_learning_rate is not None and self.d_learning_rate <= 0:
             raise ValueError(f"mask_gan.d_learning_rate must be > 0 (or null), got {self.d_learning_rate}")
-        for name in ("blur_sigma", "blur_fade_kimg"):
+        for name in ("blur_sigma", "blur_fade_kimg", "mode_seeking"):
             if getattr(self, name) < 0:
                 raise ValueError(f"mask_gan.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("batch", "r1_interval", "pl_interval", "ada_interval", "mbstd_group_size"):
@@ -281,7 +282,8 @@ def train_gan(
                          r1_interval=config.r1_interval, style_mixing_prob=config.style_mixing_prob,
                          pl_weight=config.pl_weight, pl_interval=config.pl_interval,
                          compile_network=runtime.compiled,
-                         relativistic=config.objective == "relativistic").to(runtime.device)
+                         relativistic=config.objective == "relativistic",
+                         mode_seeking=config.mode_seeking).to(runtime.device)
     g_opt = _lazy_adam(nets.generator, config.learning_rate, config.pl_interval if config.pl_weight > 0 else None)
     d_learning_rate = config.learning_rate if config.d_learning_rate is None else config.d_learning_rate
     d_opt = _lazy_adam(nets.discriminator, d_learning_rate, config.r1_interval if r1_gamma > 0 else None)
