@@ -52,7 +52,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="demo", help="annotated folder (images/, masks/) or 'demo'")
     parser.add_argument("--res", type=int, default=64, help="crop size in pixels")
-    parser.add_argument("--downsample", type=int, default=1, help="the GAN learns fields this many times smaller")
+    parser.add_argument("--downsample", type=int, default=None,
+                        help="the GAN learns fields this many times smaller (default: mask_gan.downsample)")
     parser.add_argument("--minutes", type=float, default=90.0, help="training time budget")
     parser.add_argument("--kimg", type=float, default=None, help="train this long instead of --minutes")
     parser.add_argument("--snapshot-kimg", type=float, default=10.0)
@@ -113,6 +114,8 @@ def measure(fields: np.ndarray, reference: quality.ImageFeatures, features: qual
 
 def main() -> None:
     args = parse_args()
+    if args.downsample is None:
+        args.downsample = yaml.safe_load(Path(args.config).read_text())["mask_gan"]["downsample"]
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -154,6 +157,11 @@ def main() -> None:
     init_from = load_initial_weights(args.init_from) if args.init_from else None
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="converge_gan-"))
     store = CheckpointStore(work / f"checkpoints-{run_fingerprint(config, gan_fields, init_from)}")
+    if args.rescore:  # the run being rescored may predate a change of settings: take the newest checkpoints
+        folders = sorted(work.glob("checkpoints-*"), key=lambda folder: folder.stat().st_mtime)
+        if not folders:
+            raise SystemExit(f"--rescore: no checkpoints in {work}")
+        store = CheckpointStore(folders[-1])
     snapshots = work / "snapshots"
     snapshots.mkdir(parents=True, exist_ok=True)
     resumed = store.latest()
@@ -193,6 +201,7 @@ def main() -> None:
     history = state["history"]
     if args.rescore:
         history = rescore(history, snapshots, state["architecture"], evaluate)
+        config = GANConfig.from_params(state["config"])
         start_kimg = 0.0
     best = min(history, key=snapshot_rank)
     trained_kimg = state["nimg"] / 1000
@@ -232,6 +241,9 @@ def main() -> None:
         trained = {"command": "python benchmarks/converge_gan.py " + " ".join(sys.argv[1:]),
                    "data": args.data, "demo_seed": args.demo_seed if args.data == "demo" else None,
                    "settings": report["settings"], "downsample": args.downsample, "kimg": report["kimg"],
+                   "init_from": None if init_from is None else {
+                       "spec": str(args.init_from), "nimg": init_from.get("nimg"),
+                       "trained": init_from.get("trained"), "settings": init_from.get("config")},
                    "last_snapshot": report["curve"][-1]}
         print(f"weights written to {export_weights(state, args.export, trained)}", file=sys.stderr)
     if args.out:
