@@ -2,7 +2,9 @@
 
 ``layers`` holds the equalised-lr, FIR and modulated-convolution primitives, ``networks`` the
 skip generator and residual discriminator, ``augment`` the ADA pipeline and its p controller,
-``loss`` the logistic loss with lazy R1 and path-length regularisation.
+``loss`` the logistic (or relativistic) loss with lazy R1 and path-length regularisation, the
+discriminator's input blur and mode seeking, ``training`` the loop and generation, and
+``pretrained`` the generators shipped with cellsynth and the starting weights of transfer learning.
 """
 
 from cellsynth.gan.augment import AdaptiveAugmentController, AugmentPipe

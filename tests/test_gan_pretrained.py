@@ -1,0 +1,103 @@
+"""Transfer learning: the shipped generator, exported weights, and runs started from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cellsynth import encoding, quality
+from cellsynth.gan.pretrained import SHIPPED, export_weights, load_initial_weights, shipped_path
+from cellsynth.gan.training import GANConfig, build_networks, generate_images, run_fingerprint, train_gan
+from cellsynth.training import CheckpointStore, start_runtime
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(batch=4, z_dim=16, w_dim=16, channel_base=256, channel_max=16, r1_interval=2, seed=0, aug="none",
+            pl_weight=0, style_mixing_prob=0)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return (np.random.default_rng(0).random((16, 32, 32, 3)) * 255).astype(np.uint8)
+
+
+def _train(images, directory: Path, steps: int, init_from=None, **overrides):
+    config = GANConfig(kimg=steps * TINY["batch"] / 1000, snapshot_kimg=TINY["batch"] / 1000, **{**TINY, **overrides})
+    result = train_gan(images, config, CheckpointStore(directory), start_runtime("cpu", "fp32", seed=0),
+                       init_from=init_from, progress=False)
+    return result, CheckpointStore(directory).latest()
+
+
+def base_mask_gan() -> dict:
+    return yaml.safe_load((REPO / "conf/base/parameters_mask_gan.yml").read_text())["mask_gan"]
+
+
+def test_shipped_generator_fits_the_base_configuration_and_records_its_training():
+    """conf/base starts the demo from the shipped generator: its architecture is the one conf/base builds
+    for the demo's 64x64 crops learnt at 1/downsample, and the file says how it was made."""
+    params = base_mask_gan()
+    assert params["init_from"] in SHIPPED and shipped_path(params["init_from"]).is_file()
+    state = load_initial_weights(params["init_from"])
+    resolution = 64 // params["downsample"]
+    expected = build_networks(GANConfig.from_params(params["training"]), resolution, 3).architecture
+    assert state["architecture"] == expected
+    assert state["nimg"] > 0
+    trained = state["trained"]
+    assert trained["data"] == "demo" and trained["demo_seed"] != 0  # other phantom tissue than the demo's
+    assert trained["command"].startswith("python benchmarks/converge_gan.py")
+
+
+def test_shipped_generator_masks_pass_the_configured_filters():
+    """Decoded masks of the shipped generator pass min_objects / max_consistency_error at conf/base's values."""
+    params = base_mask_gan()
+    state = load_initial_weights(params["init_from"])
+    generator = build_networks(GANConfig.from_params(params["training"]), 64 // params["downsample"], 3).generator_ema
+    generator.load_state_dict(state["G_ema"])
+    small = generate_images(generator, 32, seed=0)
+    fields = encoding.upscale_fields(small, params["downsample"])
+    labels = encoding.decode_batch(fields, device="cpu")
+    generation = params["generation"]
+    kept = quality.mask_filter(fields, labels, min_objects=generation["min_objects"],
+                               max_consistency_error=generation["max_consistency_error"])
+    assert kept.mean() >= 0.5
+    assert quality.sample_diversity(fields) > 0.1  # not one field repeated
+
+
+def test_exported_weights_start_a_run_that_continues_their_schedules(images, tmp_path):
+    _, checkpoint = _train(images, tmp_path / "first", steps=3, blur_sigma=2.0, blur_fade_kimg=0.016)
+    path = export_weights(checkpoint, tmp_path / "weights.pt", trained={"command": "test"})
+    for spec in (path, tmp_path / "first"):  # a weights file, or a run's checkpoint folder
+        state = load_initial_weights(spec)
+        assert state["nimg"] == 12 and set(state) >= {"G", "D", "G_ema", "architecture"}
+    state = load_initial_weights(path)
+    assert state["trained"] == {"command": "test"}
+    result, second = _train(images, tmp_path / "second", steps=1, init_from=state, blur_sigma=2.0,
+                            blur_fade_kimg=0.016)
+    assert second["schedule_offset"] == 12 and second["nimg"] == 4  # a new run, the schedules go on
+    start = build_networks(GANConfig(**TINY), 32, 3).generator
+    start.load_state_dict(state["G"])
+    assert any(not torch.equal(v, second["G"][k]) for k, v in start.state_dict().items())  # it trained on
+    config = GANConfig(**TINY)
+    assert run_fingerprint(config, images, state) != run_fingerprint(config, images)
+
+
+def test_weights_of_another_architecture_are_refused_by_name(images, tmp_path):
+    _, checkpoint = _train(images, tmp_path / "first", steps=1)
+    with pytest.raises(ValueError, match="mask_gan.init_from holds a generator of another architecture"):
+        _train(images, tmp_path / "second", steps=1, init_from=load_initial_weights(tmp_path / "first"),
+               channel_max=8)
+
+
+def test_bad_init_specs_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a shipped generator"):
+        load_initial_weights(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        load_initial_weights(tmp_path)
+    torch.save({"G": {}}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="lacks"):
+        load_initial_weights(tmp_path / "partial.pt")
