@@ -23,6 +23,9 @@ GAN_TINY = {
     "mask_gan.training.w_dim": 16,
     "mask_gan.training.channel_base": 256,
     "mask_gan.training.channel_max": 16,
+    "mask_gan.training.mbstd_group_size": 4,
+    "mask_gan.downsample": 1,
+    "mask_gan.init_from": None,
     "mask_gan.runtime.device": "cpu",
     "mask_gan.evaluation.n_images": 8,
     "mask_gan.generation.n": 8,
@@ -48,7 +51,7 @@ def test_mask_gan_trains_generates_logs_and_resumes(project: Path):
     with sqlite3.connect(project / "mlflow.db") as db:
         keys = {k for (k,) in db.execute("SELECT DISTINCT key FROM metrics")}
         artifacts = db.execute("SELECT artifact_uri FROM runs").fetchall()
-    assert {"mask_gan.all.fid_randinit", "mask_gan.all.decode_consistency", "mask_gan.all.augment_p",
+    assert {"mask_gan.all.fid_randinit", "mask_gan.all.pass_rate", "mask_gan.all.diversity", "mask_gan.all.augment_p",
             "mask_gan.all.kept"} <= keys
     assert artifacts
 
@@ -57,3 +60,22 @@ def test_mask_gan_trains_generates_logs_and_resumes(project: Path):
     run(project, {**GAN_TINY, "mask_gan.training.kimg": 0.048}, pipeline="mask_gan")
     latest = torch.load(sorted(checkpoints.glob("checkpoint-*.pt"))[-1], weights_only=False)
     assert [h["kimg"] for h in latest["history"]] == [0.016, 0.032, 0.048]
+
+
+def test_the_demo_gan_starts_from_the_shipped_generator_and_its_masks_pass_the_filters(project: Path):
+    """conf/base as the demo runs it: 64x64 crops learnt at 32x32 (downsample 2), fine-tuned from the
+    shipped generator, every filter at its configured value: at least half of the masks are kept."""
+    settings = {**TINY, "training_scope": "all", "mask_gan.training.kimg": 0.064,
+                "mask_gan.training.snapshot_kimg": 0.032, "mask_gan.runtime.device": "cpu",
+                "mask_gan.evaluation.n_images": 8, "mask_gan.generation.n": 16}
+    run(project, settings)
+    run(project, settings, pipeline="mask_gan")
+    (models,) = list((project / "data/06_models/mask_gan_models.pt").iterdir())
+    model = torch.load(models / "mask_gan_models.pt", weights_only=False)["all"]
+    assert model["downsample"] == 2 and model["architecture"]["img_resolution"] == 32
+    (version,) = list((project / "data/07_model_output/synthetic_masks").iterdir())
+    with np.load(version / "synthetic_masks" / "all.npz") as synthetic:
+        kept = len(synthetic["labels"])
+        assert synthetic["labels"].shape[1:] == (64, 64) and synthetic["flows"].shape[1:] == (64, 64, 3)
+        assert all(mask.max() >= 3 for mask in synthetic["labels"])  # generation.min_objects
+    assert kept >= 16 / 2

@@ -14,6 +14,7 @@ import numpy as np
 from cellsynth import encoding, quality
 from cellsynth.figures import sample_grid
 from cellsynth.gan.networks import Generator
+from cellsynth.gan.pretrained import load_initial_weights
 from cellsynth.gan.training import (
     GANConfig,
     GANTrainingResult,
@@ -45,6 +46,7 @@ def train_mask_gans(
         logger.info("%s: best snapshot %s", group, result.best)
         models[group] = {"architecture": result.architecture, "G_ema": result.generator_ema.state_dict(),
                          "best": result.best, "history": result.history, "encoding": encoding_params["method"],
+                         "downsample": params["downsample"],
                          "checkpoints": str(store.directory)}
     return models
 
@@ -57,25 +59,26 @@ def train_group(
     if method != "cellpose_flow":
         config.vector_channels = None  # only the flow encoding has vector channels
     flows = encoding.as_gan_images(encoded, method)
-    evaluation = params["evaluation"]
+    downsample = params["downsample"]
+    evaluation, generation = params["evaluation"], params["generation"]
     sample = flows[np.random.default_rng(0).permutation(len(flows))[: evaluation["n_images"]]]
     features = quality.inception_features(fid["inception_weights"], fid["allow_download"], device=runtime.device)
     reference = quality.extract_features(sample, features, name="real flows")
 
     def evaluate(generator: Generator) -> dict[str, float]:
         fake = generate_images(generator, len(sample), seed=evaluation["seed"], device=runtime.device)
-        metrics = quality.image_quality(reference, fake, features=features)
-        labels = encoding.decode_batch(fake, method=method)
-        metrics["objects_per_mask"] = float(labels.reshape(len(labels), -1).max(axis=1).mean())
-        if method == "cellpose_flow":
-            metrics["decode_consistency"] = quality.decode_consistency(fake, labels=labels)
+        metrics, _, _ = quality.generated_field_metrics(
+            encoding.upscale_fields(fake, downsample, method), reference, features, method=method,
+            min_objects=generation["min_objects"], max_consistency_error=generation["max_consistency_error"],
+            **generation.get("decode", {}))
         return metrics
 
     def log(metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics({f"mask_gan.{group}.{k}": v for k, v in metrics.items()}, step=step)
 
-    store = CheckpointStore(Path(params["checkpoint_dir"]) / f"{group}-{run_fingerprint(config, flows)}")
-    init_from = CheckpointStore(params["init_from"]).latest() if params.get("init_from") else None
+    flows = encoding.downscale(flows, downsample)
+    init_from = load_initial_weights(params["init_from"]) if params.get("init_from") else None
+    store = CheckpointStore(Path(params["checkpoint_dir"]) / f"{group}-{run_fingerprint(config, flows, init_from)}")
     logger.info("Training the mask GAN of %s on %d crops; checkpoints in %s", group, len(flows), store.directory)
     result = train_gan(flows, config, store, runtime, evaluate=evaluate, log_metrics=log, init_from=init_from)
     return result, store
@@ -98,6 +101,7 @@ def generate_synthetic_masks(
         generator.load_state_dict(model["G_ema"])
         fields = generate_images(generator, generation["n"], seed=generation["seed"],
                                  truncation_psi=generation["truncation_psi"], device=device, progress=True)
+        fields = encoding.upscale_fields(fields, model.get("downsample", 1), encoding_params["method"])
         labels = encoding.decode_batch(fields, method=encoding_params["method"], progress=True,
                                        **generation.get("decode", {}))
         kept = quality.mask_filter(fields, labels, method=encoding_params["method"],
@@ -106,6 +110,8 @@ def generate_synthetic_masks(
         synthetic[group] = {"flows": fields[kept], "labels": labels[kept]}
         metrics[f"{group}.generated"] = float(len(fields))
         metrics[f"{group}.kept"] = float(kept.sum())
+        if len(fields) > 1:
+            metrics[f"{group}.diversity"] = quality.sample_diversity(fields)
         logger.info("%s: %d of %d generated masks pass the filters", group, kept.sum(), len(fields))
         if not kept.any():
             logger.warning("%s: no generated mask passed the filters (mask_gan.generation.min_objects, "
