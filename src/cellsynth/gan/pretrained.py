@@ -30,7 +30,7 @@ def shipped_path(name: str) -> Path:
     """The file of a shipped generator."""
     if name not in SHIPPED:
         raise ValueError(f"unknown shipped generator {name!r}; cellsynth ships {sorted(SHIPPED)}")
-    return Path(str(resources.files("cellsynth.gan") / "weights" / SHIPPED[name]))
+    return Path(str(resources.files("cellsynth.gan.weights") / SHIPPED[name]))
 
 
 def load_initial_weights(spec: str | os.PathLike) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Generators shipped with cellsynth, as files (see :data:`cellsynth.gan.pretrained.SHIPPED`)."""
