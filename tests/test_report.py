@@ -25,6 +25,7 @@ from cellsynth.report import (
     read_accuracy_csv,
     report_metrics,
     sort_experiments,
+    synthetic_pairs,
     to_markdown,
     validate_records,
     write_report,
@@ -304,6 +305,39 @@ def test_write_report_without_quality_or_figures_and_with_one_fold(tmp_path: Pat
         "stardist.raw.fold_0.accuracy": 0.75, "cellpose.raw.fold_0.accuracy": 0.5,
     }
     assert "| raw        | 0.750    | 0.500    |" in (tmp_path / "r" / "accuracy.md").read_text(encoding="utf-8")
+
+
+def with_pairs(record: dict, pairs: int, groups: list[str]) -> dict:
+    return {**record, "synthetic_pairs": pairs, "synthetic_groups": groups}
+
+
+def test_experiments_that_trained_on_no_synthetic_pair_are_marked(tmp_path: Path):
+    """A merge that got 0 synthetic pairs in a fold (no GAN mask passed the filters) is raw again: the
+    report shows the counts per fold, marks it and says why, and the accuracy numbers stay as they are."""
+    records = [with_pairs(rec(model, experiment, fold, 0, 0.5 + 0.1 * fold), pairs, groups)
+               for model in ("stardist", "cellpose") for fold in range(2)
+               for experiment, pairs, groups in (("raw", 0, []),
+                                                 ("merge", 21 if fold == 0 else 0, [f"fold_{fold}"]),
+                                                 ("pretrain", 21 if fold == 0 else 20, [f"fold_{fold}"]))]
+    table = synthetic_pairs(records)
+    assert table.to_dict("records") == [
+        {"experiment": "raw", "fold": 0, "synthetic_pairs": 0, "empty": False},
+        {"experiment": "raw", "fold": 1, "synthetic_pairs": 0, "empty": False},
+        {"experiment": "merge", "fold": 0, "synthetic_pairs": 21, "empty": False},
+        {"experiment": "merge", "fold": 1, "synthetic_pairs": 0, "empty": True},
+        {"experiment": "pretrain", "fold": 0, "synthetic_pairs": 21, "empty": False},
+        {"experiment": "pretrain", "fold": 1, "synthetic_pairs": 20, "empty": False},
+    ]
+    gan_filter = pd.DataFrame({"generated": [32, 32], "kept": [21, 0]}, index=pd.Index(["fold_0", "fold_1"], name="group"))
+    written = write_report(tmp_path / "r", records, None, {}, "t", gan_filter=gan_filter)
+    markdown = (tmp_path / "r" / "accuracy.md").read_text(encoding="utf-8")
+    rows = {cells(line)[0]: cells(line) for line in markdown.splitlines() if line.startswith("| ")}
+    assert rows["merge †"][-1] == "21 / 0" and rows["pretrain"][-1] == "21 / 20" and rows["raw"][-1] == "0 / 0"
+    assert "† Planned with synthetic pairs but trained on none (merge: fold(s) 1)" in markdown
+    page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    assert "merge †" in page and "Mask GAN filter" in page
+    assert pd.read_csv(written["gan_filter.csv"], index_col="group")["kept"].to_dict() == {"fold_0": 21, "fold_1": 0}
+    assert report_metrics(tmp_path / "r") == metric_names(records)  # the mark is not part of any name
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

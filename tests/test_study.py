@@ -74,6 +74,9 @@ def test_default_run_executes_the_whole_study_without_leakage(project: Path):
     study = project / "data/08_reporting/study"
     html = (study / "index.html").read_text()
     assert html.count("data:image/png;base64") >= 5 and "merge" in html and "cellpose" in html
+    assert "8 / 8 / 8" in (study / "accuracy.md").read_text() and "†" not in html  # merge's pairs per fold
+    kept = dict(line.split(",")[:3:2] for line in (study / "gan_filter.csv").read_text().splitlines()[1:])
+    assert kept == {"fold_0": "8", "fold_1": "8", "fold_2": "8"}  # generated / kept per group, in the report
     with sqlite3.connect(project / "mlflow.db") as db:
         logged = dict(db.execute("SELECT key, value FROM metrics").fetchall())
         (runs,) = db.execute("SELECT COUNT(*) FROM runs").fetchone()

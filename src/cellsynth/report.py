@@ -65,8 +65,11 @@ _FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 # Files the report itself writes; user figures may not take these names.
 _RESERVED_FILES = frozenset(
-    {"accuracy.csv", "accuracy_per_fold.csv", "accuracy.md", "accuracy.png", "quality.csv", "quality.md", "index.html"}
+    {"accuracy.csv", "accuracy_per_fold.csv", "accuracy.md", "accuracy.png", "quality.csv", "quality.md",
+     "gan_filter.csv", "index.html"}
 )
+# Marks an experiment that was planned with synthetic pairs but trained on none in some fold.
+EMPTY_MARK = "†"
 
 
 @dataclass(frozen=True)
@@ -351,6 +354,61 @@ def report_metrics(folder: str | os.PathLike) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------
+# synthetic data behind each experiment
+
+
+def synthetic_pairs(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """The synthetic pairs every (experiment, fold) trained on, from records that count them.
+
+    Records carry ``synthetic_pairs`` (count) and ``synthetic_groups`` (the synthetic groups the
+    experiment's plan names, :func:`cellsynth.study.run_experiment`); records without them are left out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``experiment, fold, synthetic_pairs`` (the fewest of any model or repeat) and ``empty``
+        (the plan names synthetic groups but not one pair was trained on: no GAN mask passed the
+        filters, so the experiment repeats ``raw``), rows in report order.
+    """
+    rows = {}
+    for record in records.to_dict("records") if isinstance(records, pd.DataFrame) else records:
+        count = record.get("synthetic_pairs")
+        if count is None or (isinstance(count, float) and math.isnan(count)):
+            continue
+        key = (record["experiment"], int(record["fold"]))
+        planned = len(record.get("synthetic_groups") or ()) > 0
+        fewest, was_planned = rows.get(key, (int(count), planned))
+        rows[key] = (min(fewest, int(count)), was_planned or planned)
+    table = pd.DataFrame([{"experiment": e, "fold": f, "synthetic_pairs": n, "empty": planned and n == 0}
+                          for (e, f), (n, planned) in rows.items()],
+                         columns=["experiment", "fold", "synthetic_pairs", "empty"])
+    order = sorted(range(len(table)), key=lambda i: (experiment_sort_key(table["experiment"].iloc[i]),
+                                                      table["fold"].iloc[i]))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def _mark_empty_comparisons(table: pd.DataFrame, pairs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Table 1 with a ``synthetic pairs`` column (per fold) and :data:`EMPTY_MARK` on experiments
+    that trained on no synthetic pair in some fold; the footnote that explains the mark."""
+    if pairs.empty:
+        return table, ""
+    table = table.copy()
+    by_experiment = {e: group for e, group in pairs.groupby("experiment", sort=False)}
+    table["synthetic pairs"] = [" / ".join(str(n) for n in by_experiment[e]["synthetic_pairs"])
+                                if e in by_experiment else "" for e in table.index]
+    empty = {e: [int(f) for f in group.loc[group["empty"], "fold"]] for e, group in by_experiment.items()
+             if group["empty"].any()}
+    table.index = [f"{e} {EMPTY_MARK}" if e in empty else e for e in table.index]
+    table.index.name = "experiment"
+    if not empty:
+        return table, " Synthetic pairs: the count each experiment trained on, per fold."
+    where = "; ".join(f"{e}: fold(s) {', '.join(map(str, folds))}" for e, folds in empty.items())
+    return table, (f" Synthetic pairs: the count each experiment trained on, per fold. {EMPTY_MARK} Planned with "
+                   f"synthetic pairs but trained on none ({where}): no GAN mask passed the filters, so the "
+                   "model is raw's and the comparison is empty.")
+
+
+# ---------------------------------------------------------------------------
 # tables
 
 
@@ -531,6 +589,7 @@ def write_report(
     figures: Mapping[str, Figure] | Mapping[str, str | os.PathLike] | None = None,
     title: str = "cellsynth: segmentation with synthetic training data",
     extra_sections: Mapping[str, str] | None = None,
+    gan_filter: pd.DataFrame | None = None,
     *,
     generated: datetime | None = None,
 ) -> dict[str, Path]:
@@ -543,11 +602,15 @@ def write_report(
     ``accuracy_per_fold.csv``
         :func:`per_fold`.
     ``accuracy.md``
-        :func:`accuracy_table` as Markdown, with a caption.
+        :func:`accuracy_table` as Markdown, with a caption; when the records count their synthetic
+        pairs (:func:`synthetic_pairs`), a column of those counts per fold, and experiments that
+        trained on none although planned with them marked :data:`EMPTY_MARK` and footnoted.
     ``accuracy.png``
         :func:`accuracy_figure`.
     ``quality.csv``, ``quality.md``
         ``quality_table`` with its index (FID/KID, layout distances, ...), when given.
+    ``gan_filter.csv``
+        ``gan_filter`` (per group: masks generated and kept by the filters), when given.
     ``<name>.png`` (or ``.jpg``/``.svg``)
         Each of ``figures``: a matplotlib figure saved as PNG (not closed:
         the caller owns it), or an image file copied.
@@ -604,8 +667,8 @@ def write_report(
         aggregated.to_csv(staging / "accuracy.csv", index=False)
         folds.to_csv(staging / "accuracy_per_fold.csv", index=False)
         written += ["accuracy.csv", "accuracy_per_fold.csv"]
-        table = accuracy_table(aggregated)
-        caption = _accuracy_caption(aggregated, folds)
+        table, footnote = _mark_empty_comparisons(accuracy_table(aggregated), synthetic_pairs(records))
+        caption = _accuracy_caption(aggregated, folds) + footnote
         save_text("accuracy.md", to_markdown(table) + "\n" + caption + "\n")
 
         chart = accuracy_figure(aggregated, folds)
@@ -616,6 +679,9 @@ def write_report(
             quality_table.to_csv(staging / "quality.csv", index=True)
             written.append("quality.csv")
             save_text("quality.md", to_markdown(quality_table, float_format=".4g"))
+        if gan_filter is not None:
+            gan_filter.to_csv(staging / "gan_filter.csv", index=True)
+            written.append("gan_filter.csv")
 
         images: list[tuple[str, str]] = []
         for name, (file_name, source) in figure_files.items():
@@ -629,7 +695,8 @@ def write_report(
 
         page = _html_page(
             title=title, generated=generated, staging=staging, table=table, caption=caption,
-            folds=folds, quality_table=quality_table, images=images, extra_sections=extra_sections or {},
+            folds=folds, quality_table=quality_table, gan_filter=gan_filter, images=images,
+            extra_sections=extra_sections or {},
         )
         save_text("index.html", page)
         replace_directory(staging, folder)
@@ -706,6 +773,7 @@ def _html_page(
     caption: str,
     folds: pd.DataFrame,
     quality_table: pd.DataFrame | None,
+    gan_filter: pd.DataFrame | None,
     images: Sequence[tuple[str, str]],
     extra_sections: Mapping[str, str],
 ) -> str:
@@ -728,6 +796,10 @@ def _html_page(
     ]
     if quality_table is not None:
         parts += ["<h2>Synthetic data quality</h2>", quality_table.to_html(border=0, float_format=lambda v: f"{v:.4g}", na_rep="")]
+    if gan_filter is not None:
+        parts += ["<h2>Mask GAN filter</h2>", gan_filter.to_html(border=0, float_format=lambda v: f"{v:.3g}", na_rep=""),
+                  '<p class="caption">Masks generated per group and kept by the filters (mask_gan.generation: '
+                  "min_objects, max_consistency_error); only kept masks become synthetic pairs.</p>"]
     if images:
         parts.append("<h2>Figures</h2>")
         parts += [_html_image(staging / file_name, name.replace("_", " ")) for name, file_name in images]

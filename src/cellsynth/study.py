@@ -233,7 +233,7 @@ def run_experiment(
     dict
         The record: ``model``, ``experiment``, ``fold``, ``repeat``, ``accuracy`` (test),
         ``validation_accuracy``, ``trained_on`` (real image names), ``synthetic_pairs`` (count),
-        ``model_path``.
+        ``synthetic_groups`` (those the plan names, empty or not), ``model_path``.
     """
     missing = sorted({n for s in experiment.stages for n in s.real} - set(real)
                      | set(experiment.validation + experiment.test) - set(real))
@@ -279,5 +279,6 @@ def run_experiment(
         "accuracy": segmentation_accuracy([s.labels for s in test], segmenter.predict(model, [s.image for s in test])),
         "validation_accuracy": segmentation_accuracy([s.labels for s in val],
                                                      segmenter.predict(model, [s.image for s in val])),
-        "trained_on": sorted(trained_on), "synthetic_pairs": n_synthetic, "model_path": str(model),
+        "trained_on": sorted(trained_on), "synthetic_pairs": n_synthetic,
+        "synthetic_groups": list(experiment.synthetic_groups), "model_path": str(model),
     }

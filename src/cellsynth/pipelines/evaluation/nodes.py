@@ -67,17 +67,22 @@ def train_segmentation_models(
 def write_study_report(
     results: list[dict[str, Any]],
     structure_comparison: pd.DataFrame,
+    gan_filter: dict[str, dict[str, Any]],
     mask_gan_grid: Path,
     translation_grid: Path,
     structure_grid: Path,
     augmentation_preview: Path,
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """The report (Table 1 and Figure 6 analogues, the generative-quality table, sample grids) and the
-    same accuracies as MLflow metrics ``<model>.<experiment>.accuracy[_std]`` and ``...fold_<i>.accuracy``."""
+    """The report (Table 1 and Figure 6 analogues with the synthetic pairs behind each experiment, the
+    generative-quality table, the GAN filter's counts per group, sample grids) and the same accuracies as
+    MLflow metrics ``<model>.<experiment>.accuracy[_std]`` and ``...fold_<i>.accuracy``."""
+    filter_table = pd.DataFrame.from_dict(gan_filter, orient="index", columns=["generated", "kept", "diversity"])
+    filter_table.index.name = "group"
     content = {
         "records": results,
         "quality_table": mean_table(structure_comparison),
+        "gan_filter": filter_table,
         "figures": {"mask_gan_samples": mask_gan_grid, "image_translation_samples": translation_grid,
                     "structure_samples": structure_grid, "augmentation_preview": augmentation_preview},
         "title": params["title"],

@@ -90,11 +90,11 @@ def generate_synthetic_masks(
     generation: dict[str, Any],
     runtime: dict[str, Any],
     encoding_params: dict[str, Any],
-) -> tuple[dict[str, dict[str, np.ndarray]], plt.Figure, dict[str, dict[str, float]]]:
+) -> tuple[dict[str, dict[str, np.ndarray]], plt.Figure, dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
     """GAN-GENERATE + DECODE: synthetic flow fields from each group's best ``G_ema`` (on the
     ``runtime.device``), decoded into instance masks and filtered; plus a real-vs-synthetic sample
-    grid and MLflow metrics."""
-    synthetic, metrics, grids = {}, {}, []
+    grid, MLflow metrics and the filter's counts per group (``generated``, ``kept``, ``diversity``)."""
+    synthetic, metrics, grids, summary = {}, {}, [], {}
     device = resolve_device(runtime["device"])
     for group, model in sorted(models.items()):
         generator = build_generator(model["architecture"])
@@ -112,6 +112,8 @@ def generate_synthetic_masks(
         metrics[f"{group}.kept"] = float(kept.sum())
         if len(fields) > 1:
             metrics[f"{group}.diversity"] = quality.sample_diversity(fields)
+        summary[group] = {"generated": len(fields), "kept": int(kept.sum()),
+                          "diversity": metrics.get(f"{group}.diversity")}
         logger.info("%s: %d of %d generated masks pass the filters", group, kept.sum(), len(fields))
         if not kept.any():
             logger.warning("%s: no generated mask passed the filters (mask_gan.generation.min_objects, "
@@ -119,4 +121,4 @@ def generate_synthetic_masks(
         real = encoding.as_gan_images(encoded_flows[group]["flows"][:4], encoding_params["method"])
         grids.append((group, real, encoding.decode_batch(real, method=encoding_params["method"]), fields[:4], labels[:4]))
     figure = sample_grid(grids)
-    return synthetic, figure, {k: {"value": v, "step": 0} for k, v in metrics.items()}
+    return synthetic, figure, {k: {"value": v, "step": 0} for k, v in metrics.items()}, summary

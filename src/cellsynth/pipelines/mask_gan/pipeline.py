@@ -13,7 +13,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(nodes.generate_synthetic_masks,
                  ["mask_gan_models", "encoded_flows", "params:mask_gan.generation", "params:mask_gan.runtime",
                   "params:encoding"],
-                 ["synthetic_masks", "mask_gan_sample_grid@figure", "mask_gan_generation_metrics"],
+                 ["synthetic_masks", "mask_gan_sample_grid@figure", "mask_gan_generation_metrics",
+                  "mask_gan_generation_summary"],
                  name="generate_synthetic_masks"),
         ]
     )
