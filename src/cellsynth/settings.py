@@ -17,4 +17,6 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "custom_resolvers": {"sqlite_uri": sqlite_uri},
+    # conf/paper (and conf/local) name only the parameters they change; the rest comes from base.
+    "merge_strategy": {"parameters": "soft"},
 }
