@@ -71,7 +71,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--export", default=None, metavar="FILE",
                         help="write the last checkpoint's networks here, to start other runs from (init_from)")
     parser.add_argument("--rescore", action="store_true",
-                        help="measure the snapshots kept in --work again (e.g. after a change of the filters), no training")
+                        help="measure the snapshots kept in --work again (e.g. after a change of the filters), "
+                             "no training")
     parser.add_argument("--out", default=None, help="folder for the curve, the grid and the JSON")
     parser.add_argument("--work", default=None, help="folder for checkpoints and snapshots (default: temporary)")
     return parser.parse_args()

@@ -153,7 +153,8 @@ def test_numpy_scalars_and_dataframes_are_accepted():
 
 
 def test_metric_names_that_would_collide_are_refused():
-    records = [rec("stardist", "x", 0, 0, 0.5), rec("stardist", "x.fold_0", 0, 0, 0.5), rec("stardist", "x.fold_0", 1, 0, 0.5)]
+    records = [rec("stardist", "x", 0, 0, 0.5), rec("stardist", "x.fold_0", 0, 0, 0.5),
+               rec("stardist", "x.fold_0", 1, 0, 0.5)]
     with pytest.raises(ValueError, match="produced twice"):
         metric_names(records)
 
@@ -204,7 +205,8 @@ def test_to_markdown_is_a_pipe_table():
     assert cells(lines[3]) == ["y", "two<br>lines", "", "2"]
     assert cells(lines[4]) == ["z", "", "1e-05", "3"]
     # MultiIndex columns, no index, full float precision by default
-    wide = pd.DataFrame([[0.1 + 0.2, 2.0]], columns=pd.MultiIndex.from_tuples([("stardist", "mean"), ("stardist", "std")]))
+    columns = pd.MultiIndex.from_tuples([("stardist", "mean"), ("stardist", "std")])
+    wide = pd.DataFrame([[0.1 + 0.2, 2.0]], columns=columns)
     wide_lines = to_markdown(wide, index=False).splitlines()
     assert cells(wide_lines[0]) == ["stardist / mean", "stardist / std"]
     assert cells(wide_lines[2]) == ["0.30000000000000004", "2.0"]
@@ -221,7 +223,8 @@ def test_accuracy_figure_has_a_panel_per_model_and_a_bar_per_experiment():
         for axis in axes:
             assert len(axis.patches) == 4
             assert [t.get_text() for t in axis.get_xticklabels()] == ["raw", "merge", "pretrain", "subset_0.25"]
-            dots = sum(len(c.get_offsets()) for c in axis.collections if c.get_offsets().ndim == 2 and len(c.get_offsets()))
+            dots = sum(len(c.get_offsets()) for c in axis.collections
+                       if c.get_offsets().ndim == 2 and len(c.get_offsets()))
             assert dots >= 4 * 3  # one dot per fold
     finally:
         plt.close(figure)
@@ -328,7 +331,8 @@ def test_experiments_that_trained_on_no_synthetic_pair_are_marked(tmp_path: Path
         {"experiment": "pretrain", "fold": 0, "synthetic_pairs": 21, "empty": False},
         {"experiment": "pretrain", "fold": 1, "synthetic_pairs": 20, "empty": False},
     ]
-    gan_filter = pd.DataFrame({"generated": [32, 32], "kept": [21, 0]}, index=pd.Index(["fold_0", "fold_1"], name="group"))
+    gan_filter = pd.DataFrame({"generated": [32, 32], "kept": [21, 0]},
+                              index=pd.Index(["fold_0", "fold_1"], name="group"))
     written = write_report(tmp_path / "r", records, None, {}, "t", gan_filter=gan_filter)
     markdown = (tmp_path / "r" / "accuracy.md").read_text(encoding="utf-8")
     rows = {cells(line)[0]: cells(line) for line in markdown.splitlines() if line.startswith("| ")}

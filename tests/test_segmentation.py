@@ -272,7 +272,8 @@ def test_stardist_fine_tunes_from_saved_model(stardist_model: Path, tmp_path: Pa
         epochs=1, steps_per_epoch=3, learning_rate=1e-5, patch_size=(64, 64), augment=True,
         nms_threshs=(0.3,), threads=1,
     )
-    path = train_stardist(images, labels, val_images, val_labels, settings, tmp_path / "tuned", init_from=stardist_model)
+    path = train_stardist(images, labels, val_images, val_labels, settings, tmp_path / "tuned",
+                          init_from=stardist_model)
     sidecar = json.loads((path / "cellsynth_stardist.json").read_text())
     assert sidecar["init_from"] == str(stardist_model.resolve())
     model = load_stardist(path)

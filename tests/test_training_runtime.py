@@ -37,7 +37,8 @@ def test_bad_runtime_settings_are_named():
 
 def test_compiled_module_computes_the_same_and_trains_the_same_weights():
     torch.manual_seed(0)
-    network = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(4, 1, 1))
+    network = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.LeakyReLU(0.2),
+                                  torch.nn.Conv2d(4, 1, 1))
     assert start_runtime("cpu").compiled(network) is network
     compiled = start_runtime("cpu", compile=True).compiled(network)
     assert compiled is not network

@@ -83,9 +83,11 @@ def compare_mask_sets(
             scores.update({f"flows.{k}": v for k, v in quality.image_quality(ref_flows, flows, features).items()})
             if ref_images is not None and candidate.images is not None:
                 images = quality.feature_images(normalizer.forward(candidate.images))
-                scores.update({f"images.{k}": v for k, v in quality.image_quality(ref_images, images, features).items()})
+                image_scores = quality.image_quality(ref_images, images, features)
+                scores.update({f"images.{k}": v for k, v in image_scores.items()})
         if len(candidate.labels):
-            scores.update({f"layout.{k}": v for k, v in layout.compare_layouts(ref_layout, list(candidate.labels)).items()})
+            distances = layout.compare_layouts(ref_layout, list(candidate.labels))
+            scores.update({f"layout.{k}": v for k, v in distances.items()})
         result[name] = scores
     return result
 

@@ -228,7 +228,8 @@ def crops_from_images(
         raise ValueError("crops_from_images: no images given")
     images, labels, sources = [], [], []
     for sample in tqdm(samples, desc="extract crops", unit="image", disable=not progress):
-        image_crops, label_crops = extract_crops(sample.image, sample.labels, size, stride, min_objects, min_object_area)
+        image_crops, label_crops = extract_crops(sample.image, sample.labels, size, stride, min_objects,
+                                                 min_object_area)
         if rotations:
             image_crops, label_crops = add_rotations(image_crops, label_crops)
         images.append(image_crops)

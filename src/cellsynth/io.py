@@ -157,7 +157,8 @@ def read_dataset(folder: str | os.PathLike) -> list[AnnotatedImage]:
             problems.append(str(error))
             continue
         if image.shape[:2] != labels.shape:
-            problems.append(f"{masks[stem]}: mask shape {labels.shape} does not match image shape {image.shape[:2]} of {images[stem]}")
+            problems.append(f"{masks[stem]}: mask shape {labels.shape} does not match image shape "
+                            f"{image.shape[:2]} of {images[stem]}")
             continue
         samples.append(AnnotatedImage(stem, image, labels))
     channel_counts = {s.image.shape[2] for s in samples}

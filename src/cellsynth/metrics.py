@@ -103,7 +103,8 @@ def object_statistics(label_images: Sequence[np.ndarray]) -> dict[str, float]:
         ``images``, ``objects``, ``objects_per_image`` and the object area
         (pixels) quantiles ``area_p05``, ``area_p50``, ``area_p95``.
     """
-    areas = np.concatenate([np.bincount(np.asarray(l).ravel())[1:] for l in label_images]) if len(label_images) else []
+    areas = (np.concatenate([np.bincount(np.asarray(labels).ravel())[1:] for labels in label_images])
+             if len(label_images) else [])
     areas = np.asarray(areas)
     areas = areas[areas > 0]
     quantiles = np.quantile(areas, [0.05, 0.5, 0.95]) if areas.size else [0.0, 0.0, 0.0]

@@ -126,7 +126,8 @@ def validate_records(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> lis
         if own:
             problems += [f"{where}: {p}" for p in own]
             continue
-        run = Run(record["model"], record["experiment"], int(record["fold"]), int(record["repeat"]), float(record["accuracy"]))
+        run = Run(record["model"], record["experiment"], int(record["fold"]), int(record["repeat"]),
+                  float(record["accuracy"]))
         key = (run.model, run.experiment, run.fold, run.repeat)
         if key in first_seen:
             problems.append(f"{where}: duplicates record {first_seen[key]} (same model, experiment, fold and repeat)")
@@ -146,7 +147,8 @@ def _record_problems(record: Mapping[str, Any]) -> list[str]:
     for key, pattern in (("model", _MODEL_NAME), ("experiment", _EXPERIMENT_NAME)):
         value = record[key]
         if not isinstance(value, str) or not pattern.fullmatch(value):
-            problems.append(f"key {key!r} = {value!r} is not a name of letters, digits, '_', '-'" + (", '.'" if key == "experiment" else ""))
+            allowed = "'_', '-'" + (", '.'" if key == "experiment" else "")
+            problems.append(f"key {key!r} = {value!r} is not a name of letters, digits, {allowed}")
     for key in ("fold", "repeat"):
         value = record[key]
         # bool is an Integral too, but True as a fold number is a bug upstream
@@ -247,7 +249,8 @@ def per_fold(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFram
     for (model, experiment), folds in _group(validate_records(records)).items():
         for fold, values in folds.items():
             mean, std = _mean_std(values)
-            rows.append({"model": model, "experiment": experiment, "fold": fold, "mean": mean, "std": std, "n_repeats": len(values)})
+            rows.append({"model": model, "experiment": experiment, "fold": fold, "mean": mean, "std": std,
+                         "n_repeats": len(values)})
     return _sort_table(pd.DataFrame(rows, columns=list(PER_FOLD_COLUMNS)), extra=("fold",))
 
 
@@ -350,7 +353,8 @@ def read_accuracy_csv(path: str | os.PathLike) -> pd.DataFrame:
 def report_metrics(folder: str | os.PathLike) -> dict[str, float]:
     """The MLflow metrics as a written report states them (compare with :func:`metric_names`)."""
     folder = Path(folder)
-    return metrics_from_tables(read_accuracy_csv(folder / "accuracy.csv"), read_accuracy_csv(folder / "accuracy_per_fold.csv"))
+    return metrics_from_tables(read_accuracy_csv(folder / "accuracy.csv"),
+                               read_accuracy_csv(folder / "accuracy_per_fold.csv"))
 
 
 # ---------------------------------------------------------------------------
@@ -557,14 +561,17 @@ def accuracy_figure(aggregated: pd.DataFrame, folds: pd.DataFrame | None = None,
         axis.bar(x, means, width=0.7, color=[colours[e] for e in names], edgecolor="black", linewidth=0.6, zorder=2)
         has_std = np.isfinite(stds)
         if has_std.any():
-            axis.errorbar(x[has_std], means[has_std], yerr=stds[has_std], fmt="none", ecolor="black", capsize=3, linewidth=1, zorder=3)
+            axis.errorbar(x[has_std], means[has_std], yerr=stds[has_std], fmt="none", ecolor="black", capsize=3,
+                          linewidth=1, zorder=3)
         if folds is not None:
             model_folds = folds[folds["model"] == model]
             for position, experiment in zip(x, names):
-                values = model_folds.loc[model_folds["experiment"] == experiment].sort_values("fold")["mean"].to_numpy(float)
+                fold_rows = model_folds.loc[model_folds["experiment"] == experiment]
+                values = fold_rows.sort_values("fold")["mean"].to_numpy(float)
                 # deterministic spread, so dots of equal folds do not hide each other
                 offsets = np.linspace(-0.18, 0.18, len(values)) if len(values) > 1 else np.zeros(len(values))
-                axis.scatter(position + offsets, values, s=14, color="white", edgecolor="black", linewidth=0.8, zorder=4)
+                axis.scatter(position + offsets, values, s=14, color="white", edgecolor="black", linewidth=0.8,
+                             zorder=4)
         if "raw" in names:
             axis.axhline(means[names.index("raw")], color="0.4", linestyle="--", linewidth=0.8, zorder=1)
         axis.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
@@ -795,9 +802,11 @@ def _html_page(
         "</details>",
     ]
     if quality_table is not None:
-        parts += ["<h2>Synthetic data quality</h2>", quality_table.to_html(border=0, float_format=lambda v: f"{v:.4g}", na_rep="")]
+        parts += ["<h2>Synthetic data quality</h2>",
+                  quality_table.to_html(border=0, float_format=lambda v: f"{v:.4g}", na_rep="")]
     if gan_filter is not None:
-        parts += ["<h2>Mask GAN filter</h2>", gan_filter.to_html(border=0, float_format=lambda v: f"{v:.3g}", na_rep=""),
+        parts += ["<h2>Mask GAN filter</h2>",
+                  gan_filter.to_html(border=0, float_format=lambda v: f"{v:.3g}", na_rep=""),
                   '<p class="caption">Masks generated per group and kept by the filters (mask_gan.generation: '
                   "min_objects, max_consistency_error); only kept masks become synthetic pairs.</p>"]
     if images:

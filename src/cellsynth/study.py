@@ -126,7 +126,8 @@ def check_plan(plan: Sequence[Experiment], folds: Sequence[Fold]) -> None:
     for experiment in plan:
         fold = folds[experiment.fold]
         if set(experiment.test) != set(fold.test) or set(experiment.validation) != set(fold.val):
-            raise ValueError(f"{experiment.name} of fold {experiment.fold}: validation/test images differ from the fold's")
+            raise ValueError(f"{experiment.name} of fold {experiment.fold}: validation/test images differ "
+                             "from the fold's")
         for stage in experiment.stages:
             leaked = sorted(set(stage.real) - set(fold.train))
             if leaked:

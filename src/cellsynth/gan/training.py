@@ -331,7 +331,8 @@ def train_gan(
     total = int(config.kimg * 1000)
     snapshot_every = max(int(config.snapshot_kimg * 1000), config.batch)
     next_snapshot = (nimg // snapshot_every + 1) * snapshot_every
-    bar = tqdm(total=total, initial=min(nimg, total), unit="img", desc="mask GAN", disable=not (progress and runtime.is_main))
+    bar = tqdm(total=total, initial=min(nimg, total), unit="img", desc="mask GAN",
+               disable=not (progress and runtime.is_main))
     step = nimg // config.batch
     running: dict[str, list[float]] = {}
     while nimg < total:

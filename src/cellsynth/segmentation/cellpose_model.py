@@ -321,7 +321,8 @@ def train_cellpose(
     for _ in range(settings.intensity_copies):
         train_x += [_network_input(image, settings, "Cellpose training set", rng) for image in raw_images]
         train_y += [labels.copy() for labels in raw_labels]
-    val_x = [_network_input(image, settings, "Cellpose validation set") for image in raw_val_images] if has_val else None
+    val_x = ([_network_input(image, settings, "Cellpose validation set") for image in raw_val_images]
+             if has_val else None)
     val_y = [labels.copy() for labels in raw_val_labels] if has_val else None
     nimg_per_epoch = settings.nimg_per_epoch or (len(raw_images) if settings.intensity_copies else None)
 

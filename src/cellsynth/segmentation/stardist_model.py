@@ -117,7 +117,8 @@ class StarDistSettings:
             divisor = 2**self.unet_n_depth * grid
             if size % divisor:
                 raise ValueError(
-                    f"StarDistSettings: patch_size {self.patch_size} must be divisible by 2**unet_n_depth * grid = {divisor}"
+                    f"StarDistSettings: patch_size {self.patch_size} must be divisible by "
+                    f"2**unet_n_depth * grid = {divisor}"
                 )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"StarDistSettings: threads={self.threads} must be >= 1 or None")

@@ -69,7 +69,8 @@ class CheckpointStore:
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU and CUDA random states, for a bit-identical resume."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

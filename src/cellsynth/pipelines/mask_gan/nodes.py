@@ -119,6 +119,7 @@ def generate_synthetic_masks(
             logger.warning("%s: no generated mask passed the filters (mask_gan.generation.min_objects, "
                            "max_consistency_error); the GAN needs more training (mask_gan.training.kimg)", group)
         real = encoding.as_gan_images(encoded_flows[group]["flows"][:4], encoding_params["method"])
-        grids.append((group, real, encoding.decode_batch(real, method=encoding_params["method"]), fields[:4], labels[:4]))
+        real_labels = encoding.decode_batch(real, method=encoding_params["method"])
+        grids.append((group, real, real_labels, fields[:4], labels[:4]))
     figure = sample_grid(grids)
     return synthetic, figure, {k: {"value": v, "step": 0} for k, v in metrics.items()}, summary

@@ -38,7 +38,9 @@ def fit_simcep(
     return fitted, {k: {"value": v, "step": 0} for k, v in metrics.items()}
 
 
-def simulate_simcep_masks(fitted: dict[str, dict[str, Any]], params: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+def simulate_simcep_masks(
+    fitted: dict[str, dict[str, Any]], params: dict[str, Any]
+) -> dict[str, dict[str, np.ndarray]]:
     """``simulation.n`` SIMCEP masks per group, of the group's crop size."""
     masks = {}
     for group, model in sorted(fitted.items()):

@@ -17,6 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(nodes.compare_structure,
                  ["training_crops", "heldout_crops", "synthetic_pairs", "simcep_pairs", "pix2pix_models",
                   "params:simcep_baseline", "params:fid"],
-                 ["structure_comparison", "structure_metrics", "structure_sample_grid@figure"], name="compare_structure"),
+                 ["structure_comparison", "structure_metrics", "structure_sample_grid@figure"],
+                 name="compare_structure"),
         ]
     )
