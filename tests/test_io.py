@@ -12,6 +12,7 @@ from cellsynth.io import (
     DatasetError,
     read_dataset,
     read_image,
+    staged_directory,
     write_dataset,
 )
 
@@ -137,3 +138,20 @@ def test_real_dsb2018_folder_reads(dsb2018: Path):
     samples = read_dataset(dsb2018 / "he")
     assert len(samples) == 16
     assert all(s.image.shape[2] == 3 and s.labels.max() > 0 for s in samples)
+
+
+def test_a_staged_folder_replaces_its_target_only_when_complete(tmp_path: Path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), staged_directory(target) as staging:
+        (staging / "new.txt").write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (target / "old.txt").read_text() == "old"
+    with staged_directory(target) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]
+    with staged_directory(tmp_path / "made_by_writer", create=False) as staging:
+        assert not staging.exists()  # the writer creates it (StarDist does)
+        staging.mkdir()
+    assert (tmp_path / "made_by_writer").is_dir()

@@ -6,8 +6,6 @@ half-written entry behind, and all support ``versioned: true``.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,7 +17,7 @@ from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Ve
 from cellsynth.io import (
     AnnotatedImage,
     read_dataset,
-    replace_directory,
+    staged_directory,
     write_atomically,
     write_dataset,
 )
@@ -149,15 +147,9 @@ def _save_groups(folder: Path, data: Mapping[str, Any], write: Callable[[Path, s
     survive a rerun with fewer folds and a failure leaves the previous data intact."""
     if not data:
         raise ValueError(f"{name}: nothing to save (no groups)")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_directory(folder) as staging:
         for group, value in data.items():
             write(staging, group, value)
-        replace_directory(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 class TorchDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):

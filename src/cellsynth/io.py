@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -187,9 +189,7 @@ def write_dataset(folder: str | os.PathLike, samples: Sequence[AnnotatedImage]) 
     folder = Path(folder)
     if not samples:
         raise DatasetError(f"write_dataset {folder}: no samples to write")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_directory(folder) as staging:
         (staging / "images").mkdir()
         (staging / "masks").mkdir()
         for sample in samples:
@@ -197,11 +197,28 @@ def write_dataset(folder: str | os.PathLike, samples: Sequence[AnnotatedImage]) 
             labels = validate_labels(sample.labels, f"sample {sample.name}")
             mask_dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.int32
             tifffile.imwrite(staging / "masks" / f"{sample.name}.tif", labels.astype(mask_dtype), compression="zlib")
-        replace_directory(staging, folder)
+    return folder
+
+
+@contextmanager
+def staged_directory(target: str | os.PathLike, create: bool = True) -> Iterator[Path]:
+    """A staging folder beside ``target`` that replaces ``target`` when the ``with`` block succeeds.
+
+    Every folder cellsynth writes goes through here: an exception (or a crash) leaves ``target`` as
+    it was and removes the staging folder. ``create=False`` yields the path without making the folder,
+    for writers that create it themselves (StarDist).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if create:
+        staging.mkdir()
+    try:
+        yield staging
+        replace_directory(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return folder
 
 
 def replace_directory(source: Path, destination: Path) -> None:

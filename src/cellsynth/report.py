@@ -28,7 +28,6 @@ import numbers
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,7 +42,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cellsynth.io import replace_directory
+from cellsynth.io import staged_directory
 
 RECORD_KEYS: tuple[str, ...] = ("model", "experiment", "fold", "repeat", "accuracy")
 STD_DDOF = 1
@@ -661,55 +660,49 @@ def write_report(
     figure_files = _figure_files(figures or {})
     generated = generated or datetime.now(timezone.utc)
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     chart = None
+    written: list[str] = []
     try:
-        written: list[str] = []
+        with staged_directory(folder) as staging:
+            def save_text(name: str, text: str) -> None:
+                (staging / name).write_text(text, encoding="utf-8")
+                written.append(name)
 
-        def save_text(name: str, text: str) -> None:
-            (staging / name).write_text(text, encoding="utf-8")
-            written.append(name)
+            aggregated.to_csv(staging / "accuracy.csv", index=False)
+            folds.to_csv(staging / "accuracy_per_fold.csv", index=False)
+            written += ["accuracy.csv", "accuracy_per_fold.csv"]
+            table, footnote = _mark_empty_comparisons(accuracy_table(aggregated), synthetic_pairs(records))
+            caption = _accuracy_caption(aggregated, folds) + footnote
+            save_text("accuracy.md", to_markdown(table) + "\n" + caption + "\n")
 
-        aggregated.to_csv(staging / "accuracy.csv", index=False)
-        folds.to_csv(staging / "accuracy_per_fold.csv", index=False)
-        written += ["accuracy.csv", "accuracy_per_fold.csv"]
-        table, footnote = _mark_empty_comparisons(accuracy_table(aggregated), synthetic_pairs(records))
-        caption = _accuracy_caption(aggregated, folds) + footnote
-        save_text("accuracy.md", to_markdown(table) + "\n" + caption + "\n")
+            chart = accuracy_figure(aggregated, folds)
+            chart.savefig(staging / "accuracy.png", dpi=150, bbox_inches="tight")
+            written.append("accuracy.png")
 
-        chart = accuracy_figure(aggregated, folds)
-        chart.savefig(staging / "accuracy.png", dpi=150, bbox_inches="tight")
-        written.append("accuracy.png")
+            if quality_table is not None:
+                quality_table.to_csv(staging / "quality.csv", index=True)
+                written.append("quality.csv")
+                save_text("quality.md", to_markdown(quality_table, float_format=".4g"))
+            if gan_filter is not None:
+                gan_filter.to_csv(staging / "gan_filter.csv", index=True)
+                written.append("gan_filter.csv")
 
-        if quality_table is not None:
-            quality_table.to_csv(staging / "quality.csv", index=True)
-            written.append("quality.csv")
-            save_text("quality.md", to_markdown(quality_table, float_format=".4g"))
-        if gan_filter is not None:
-            gan_filter.to_csv(staging / "gan_filter.csv", index=True)
-            written.append("gan_filter.csv")
+            images: list[tuple[str, str]] = []
+            for name, (file_name, source) in figure_files.items():
+                target = staging / file_name
+                if isinstance(source, Path):
+                    shutil.copyfile(source, target)
+                else:
+                    source.savefig(target, format="png", dpi=120, bbox_inches="tight")
+                written.append(file_name)
+                images.append((name, file_name))
 
-        images: list[tuple[str, str]] = []
-        for name, (file_name, source) in figure_files.items():
-            target = staging / file_name
-            if isinstance(source, Path):
-                shutil.copyfile(source, target)
-            else:
-                source.savefig(target, format="png", dpi=120, bbox_inches="tight")
-            written.append(file_name)
-            images.append((name, file_name))
-
-        page = _html_page(
-            title=title, generated=generated, staging=staging, table=table, caption=caption,
-            folds=folds, quality_table=quality_table, gan_filter=gan_filter, images=images,
-            extra_sections=extra_sections or {},
-        )
-        save_text("index.html", page)
-        replace_directory(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            page = _html_page(
+                title=title, generated=generated, staging=staging, table=table, caption=caption,
+                folds=folds, quality_table=quality_table, gan_filter=gan_filter, images=images,
+                extra_sections=extra_sections or {},
+            )
+            save_text("index.html", page)
     finally:
         if chart is not None:
             plt.close(chart)

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-
-from cellsynth.io import replace_directory
 
 IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 # csbdeep/StarDist's usual percentiles: robust to a few hot pixels, keeps the bright end.
@@ -92,22 +86,6 @@ def normalize_image(image: np.ndarray) -> np.ndarray:
     image = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
     low, high = NORMALIZE_PERCENTILES
     return normalize(image, low, high, axis=(0, 1), dtype=np.float32)
-
-
-@contextmanager
-def staged_directory(target: Path) -> Iterator[Path]:
-    """Yield a not-yet-existing folder beside ``target``; on success it replaces ``target``.
-
-    A crash or exception removes the staging folder and leaves ``target`` as it was.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        yield staging
-        replace_directory(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -48,13 +48,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cellsynth.io import staged_directory
 from cellsynth.segmentation._common import (
     NORMALIZE_PERCENTILES,
     check_images,
     check_pairs,
     normalize_image,
     settings_from_dict,
-    staged_directory,
     write_json,
 )
 from cellsynth.segmentation.augment import AugmentConfig, intensity_augment
@@ -327,7 +327,7 @@ def train_cellpose(
     nimg_per_epoch = settings.nimg_per_epoch or (len(raw_images) if settings.intensity_copies else None)
 
     started = time.perf_counter()
-    with staged_directory(workdir) as staging, _torch_threads(settings.threads), _cellpose_logging(
+    with staged_directory(workdir, create=False) as staging, _torch_threads(settings.threads), _cellpose_logging(
         settings.log_progress
     ):
         staging.mkdir()

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cellsynth.io import staged_directory
 from cellsynth.segmentation._common import (
     NORMALIZE_PERCENTILES,
     channel_count,
@@ -42,7 +43,6 @@ from cellsynth.segmentation._common import (
     check_pairs,
     normalize_image,
     settings_from_dict,
-    staged_directory,
     write_json,
 )
 from cellsynth.segmentation.augment import AugmentConfig, StarDistAugmenter
@@ -283,7 +283,7 @@ def train_stardist(
     augmenter = StarDistAugmenter(settings.augment_config, settings.seed) if settings.augment else None
 
     started = time.perf_counter()
-    with staged_directory(workdir) as staging:
+    with staged_directory(workdir, create=False) as staging:
         config = _build_config(settings, n_channel, None if base_model is None else base_model.config)
         model = StarDist2D(config, name=staging.name, basedir=str(staging.parent))
         if base_model is not None:
