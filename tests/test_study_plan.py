@@ -89,7 +89,7 @@ def test_pretraining_then_fine_tuning_runs_resumes_and_refuses_empty_data(tmp_pa
     empty = Experiment(0, "pretrain", (Stage((), "fold_0-empty", "train"),), ("im2",), ("im3",))
     with pytest.raises(EmptyTrainingSet, match="no labelled object"):
         run_experiment(empty, stardist, *args)
-    with pytest.raises(ValueError, match="unknown setting"):
+    with pytest.raises(ValueError, match=r"unknown evaluation.stardist.settings parameter\(s\) \['n_ray'\]"):
         run_experiment(experiment, stardist, {**settings, "n_ray": 8}, *args[1:])
 
 

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ import numpy as np
 from cellsynth.crops import Fold, fold_of_group, subset_group
 from cellsynth.io import AnnotatedImage
 from cellsynth.metrics import segmentation_accuracy
+from cellsynth.training.config import check_known_settings
 
 logger = logging.getLogger(__name__)
 
@@ -178,13 +179,10 @@ def segmenters() -> dict[str, Segmenter]:
 
 
 def _settings(cls: type, params: dict[str, Any], name: str) -> Any:
-    """A settings dataclass from parameters, naming any key it does not have (a typo must not pass silently)."""
+    """A settings dataclass from parameters, naming any key it does not have."""
     from cellsynth.segmentation import settings_from_dict
 
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(f"evaluation.{name}.settings: unknown setting(s) {unknown}; known: {sorted(known)}")
+    check_known_settings(cls, params, f"evaluation.{name}.settings")
     return settings_from_dict(cls, params)
 
 
