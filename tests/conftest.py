@@ -101,3 +101,60 @@ def run(project: Path, params: dict, pipeline: str = "data_prep") -> None:
     finally:
         while mlflow.active_run():  # as when each `kedro run` is its own process: one MLflow run each
             mlflow.end_run()
+
+
+# Tiny settings of the pipeline tests: each stage's adds to the one before.
+TINY = {
+    "data_prep.dataset.demo.n_images": 4,
+    "data_prep.dataset.demo.size": 128,
+    "data_prep.folds.k": 3,
+    "data_prep.crops.size": 64,
+    "data_prep.crops.stride": 64,
+    "data_prep.codec_check.max_crops": 8,
+}
+
+GAN_TINY = {
+    **TINY,
+    "data_prep.crops.size": 32,
+    "data_prep.crops.stride": 32,
+    "training_scope": "all",
+    "mask_gan.training.kimg": 0.032,
+    "mask_gan.training.snapshot_kimg": 0.016,
+    "mask_gan.training.batch": 8,
+    "mask_gan.training.z_dim": 16,
+    "mask_gan.training.w_dim": 16,
+    "mask_gan.training.channel_base": 256,
+    "mask_gan.training.channel_max": 16,
+    "mask_gan.training.mbstd_group_size": 4,
+    "mask_gan.downsample": 1,
+    "mask_gan.init_from": None,
+    "mask_gan.runtime.device": "cpu",
+    "mask_gan.evaluation.n_images": 8,
+    "mask_gan.generation.n": 8,
+    "mask_gan.generation.min_objects": 0,
+    "mask_gan.generation.max_consistency_error": 1e9,
+}
+
+PIX2PIX_TINY = {
+    **GAN_TINY,
+    "training_scope": "folds",
+    "image_translation.training.epochs": 2,
+    "image_translation.training.decay_epochs": 1,
+    "image_translation.training.batch": 4,
+    "image_translation.training.g_filters": 8,
+    "image_translation.training.d_filters": 8,
+    "image_translation.training.checkpoint_every": 1,
+    "image_translation.runtime.device": "cpu",
+}
+
+STUDY_TINY = {
+    **PIX2PIX_TINY,
+    "simcep_baseline.simulation.n": 8,
+    "augmentation.experiments": ["raw", "merge"],  # pretrain and subsets: tests/test_study_plan.py
+    "evaluation.stardist.epochs": {"train": 1, "finetune": 1, "subset": 1},
+    "evaluation.stardist.settings.steps_per_epoch": 2,
+    "evaluation.stardist.settings.patch_size": [32, 32],
+    "evaluation.cellpose.epochs": {"train": 1, "finetune": 1, "subset": 1},
+    "evaluation.cellpose.settings.bsize": 32,
+    "evaluation.log_models": False,
+}

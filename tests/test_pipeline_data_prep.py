@@ -8,16 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run, write_pair
-
-TINY = {
-    "data_prep.dataset.demo.n_images": 4,
-    "data_prep.dataset.demo.size": 128,
-    "data_prep.folds.k": 3,
-    "data_prep.crops.size": 64,
-    "data_prep.crops.stride": 64,
-    "data_prep.codec_check.max_crops": 8,
-}
+from conftest import TINY, run, write_pair
 
 
 def test_data_prep_runs_end_to_end_on_the_demo(project: Path):

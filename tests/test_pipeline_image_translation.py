@@ -9,22 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run
-from test_pipeline_mask_gan import GAN_TINY
+from conftest import PIX2PIX_TINY, run
 
 from cellsynth.io import read_dataset
-
-PIX2PIX_TINY = {
-    **GAN_TINY,
-    "training_scope": "folds",
-    "image_translation.training.epochs": 2,
-    "image_translation.training.decay_epochs": 1,
-    "image_translation.training.batch": 4,
-    "image_translation.training.g_filters": 8,
-    "image_translation.training.d_filters": 8,
-    "image_translation.training.checkpoint_every": 1,
-    "image_translation.runtime.device": "cpu",
-}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

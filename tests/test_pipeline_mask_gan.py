@@ -8,31 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run
-from test_pipeline_data_prep import TINY
-
-GAN_TINY = {
-    **TINY,
-    "data_prep.crops.size": 32,
-    "data_prep.crops.stride": 32,
-    "training_scope": "all",
-    "mask_gan.training.kimg": 0.032,
-    "mask_gan.training.snapshot_kimg": 0.016,
-    "mask_gan.training.batch": 8,
-    "mask_gan.training.z_dim": 16,
-    "mask_gan.training.w_dim": 16,
-    "mask_gan.training.channel_base": 256,
-    "mask_gan.training.channel_max": 16,
-    "mask_gan.training.mbstd_group_size": 4,
-    "mask_gan.downsample": 1,
-    "mask_gan.init_from": None,
-    "mask_gan.runtime.device": "cpu",
-    "mask_gan.evaluation.n_images": 8,
-    "mask_gan.generation.n": 8,
-    "mask_gan.generation.min_objects": 0,
-    "mask_gan.generation.max_consistency_error": 1e9,
-}
-
+from conftest import GAN_TINY, TINY, run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

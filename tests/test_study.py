@@ -12,23 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run
-from test_pipeline_image_translation import PIX2PIX_TINY
+from conftest import STUDY_TINY, run
 
 from cellsynth import report
 from cellsynth.crops import fold_of_group
-
-STUDY_TINY = {
-    **PIX2PIX_TINY,
-    "simcep_baseline.simulation.n": 8,
-    "augmentation.experiments": ["raw", "merge"],  # pretrain and subsets: tests/test_study_plan.py
-    "evaluation.stardist.epochs": {"train": 1, "finetune": 1, "subset": 1},
-    "evaluation.stardist.settings.steps_per_epoch": 2,
-    "evaluation.stardist.settings.patch_size": [32, 32],
-    "evaluation.cellpose.epochs": {"train": 1, "finetune": 1, "subset": 1},
-    "evaluation.cellpose.settings.bsize": 32,
-    "evaluation.log_models": False,
-}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
