@@ -12,7 +12,7 @@ from conftest import disk_labels
 from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
 
-from cellsynth import encoding
+from cellsynth import encoding, flow_dynamics
 from cellsynth.encoding import (
     METHODS,
     as_gan_images,
@@ -195,14 +195,14 @@ def test_batched_decoder_on_cuda_agrees_with_cpu(noised_encoded: np.ndarray) -> 
     assert accuracy(on_cpu, on_gpu) >= 0.99
 
 
-@pytest.mark.parametrize("band_pixels", [1 << 14, encoding._CPU_BAND_PIXELS])
+@pytest.mark.parametrize("band_pixels", [1 << 14, flow_dynamics._CPU_BAND_PIXELS])
 def test_flow_errors_match_cellpose(band_pixels: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from cellpose import metrics
     from stardist.data import test_image_nuclei_2d
 
     # Nuclei plus a bar wider than a shelf of the packing canvas; small bands
     # on CPU split the canvas into many.
-    monkeypatch.setattr(encoding, "_CPU_BAND_PIXELS", band_pixels)
+    monkeypatch.setattr(flow_dynamics, "_CPU_BAND_PIXELS", band_pixels)
     _, mask = test_image_nuclei_2d(return_mask=True)
     labels = np.zeros((300, 700), np.int64)
     labels[:, :512] = mask[:300]
@@ -214,7 +214,7 @@ def test_flow_errors_match_cellpose(band_pixels: int, monkeypatch: pytest.Monkey
     unit_flows = torch.from_numpy(noised[None, ..., 1:] / 127.5 - 1.0).permute(0, 3, 1, 2).float()
     dx, dy = unit_flows[0].numpy()
     expected, _ = metrics.flow_error(labels.astype(np.int32), np.stack([dy, dx]) * 5.0, torch.device("cpu"))
-    ours = encoding._flow_errors(torch.from_numpy(labels)[None], unit_flows)[1:].numpy()
+    ours = flow_dynamics.flow_errors(torch.from_numpy(labels)[None], unit_flows)[1:].numpy()
     np.testing.assert_allclose(ours, expected, atol=1e-6)
 
 
@@ -230,7 +230,7 @@ def test_fill_holes_matches_cellpose() -> None:
         if labels.max() > 3:
             labels[labels == 2] = 3  # an object made of separate pieces
         expected = utils.fill_holes_and_remove_small_masks(labels.astype(np.uint16), min_size=-1)
-        ours = encoding._fill_holes(labels.copy())
+        ours = flow_dynamics.fill_holes(labels.copy())
         pairs = np.unique(np.stack([expected.ravel(), ours.ravel()]), axis=1)
         assert pairs.shape[1] == len(np.unique(expected)) == len(np.unique(ours))
         np.testing.assert_array_equal(expected > 0, ours > 0)
@@ -239,7 +239,7 @@ def test_fill_holes_matches_cellpose() -> None:
 def test_fill_holes_absorbs_enclosed_objects() -> None:
     ring = disk_labels((40, 40), [(20, 20)], 14) - disk_labels((40, 40), [(20, 20)], 8)
     labels = ring * 4 + disk_labels((40, 40), [(20, 20)], 4) * 9  # ring 4, gap, disk 9 inside
-    filled = encoding._fill_holes(labels.astype(np.int64))
+    filled = flow_dynamics.fill_holes(labels.astype(np.int64))
     np.testing.assert_array_equal(filled, disk_labels((40, 40), [(20, 20)], 14) * 4)
 
 
