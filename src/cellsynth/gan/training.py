@@ -263,11 +263,84 @@ def train_gan(
         Show a progress bar (main process only).
     """
     data = images_to_tensor(images).to(runtime.device)
-    resolution, channels = int(data.shape[2]), int(data.shape[1])
     if config.batch % runtime.world_size:
         raise ValueError(f"mask_gan.batch ({config.batch}) must be divisible by the number of processes "
                          f"({runtime.world_size})")
     local_batch = config.batch // runtime.world_size
+    # 1. setup: networks, augmentation, loss and optimisers
+    run = _setup(config, int(data.shape[2]), int(data.shape[1]), runtime)
+    # 2. resume this run's last checkpoint, or start from init_from's weights
+    position = _resume(run, checkpoints, init_from, config, runtime)
+
+    total = int(config.kimg * 1000)
+    snapshot_every = max(int(config.snapshot_kimg * 1000), config.batch)
+    next_snapshot = (position.nimg // snapshot_every + 1) * snapshot_every
+    bar = tqdm(total=total, initial=min(position.nimg, total), unit="img", desc="mask GAN",
+               disable=not (progress and runtime.is_main))
+    step = position.nimg // config.batch
+    running: dict[str, list[float]] = {}
+    while position.nimg < total:
+        # 3. one step over the phases of lazy regularisation: G main, G path length, D main, D R1
+        real = to_unit_range(data[torch.randint(len(data), (local_batch,), device=runtime.device)])
+        real = real.contiguous(memory_format=run.memory_format)
+        shown = position.nimg + position.schedule_offset
+        run.loss.blur_sigma = blur_sigma_at(config.blur_sigma, config.blur_fade_kimg, shown)
+        losses = _training_step(step, real, local_batch, run.nets, run.loss, run.g_opt, run.d_opt, run.controller,
+                                run.augment_pipe, runtime, config)
+        for key, value in losses.items():
+            running.setdefault(key, []).append(value)
+        _update_ema(run.nets.generator_ema, run.nets.generator,
+                    ema_beta(config.batch, config.ema_kimg, config.ema_rampup, cur_nimg=shown))
+        position.nimg += config.batch
+        step += 1
+        bar.update(config.batch)
+        # 4. snapshot: metrics, best G_ema, checkpoint
+        if position.nimg >= next_snapshot or position.nimg >= total:
+            next_snapshot += snapshot_every
+            record = {"kimg": position.nimg / 1000, **{k: float(np.mean(v)) for k, v in running.items()},
+                      "augment_p": _augment_p(run.controller, run.augment_pipe)}
+            running = {}
+            if runtime.is_main:
+                _snapshot(record, run, position, config, checkpoints, evaluate, log_metrics)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("G_loss", "D_loss", "augment_p")
+                                 or k.startswith("fid")})
+            runtime.barrier()
+    bar.close()
+    # 5. finish: the best snapshot's G_ema
+    best = position.best
+    if best is None:  # resumed from a checkpoint that had already reached kimg on another process
+        best = {"metrics": {"kimg": position.nimg / 1000}, "G_ema": run.nets.generator_ema.state_dict()}
+    generator = build_generator(run.nets.architecture)
+    generator.load_state_dict(best["G_ema"])
+    return GANTrainingResult(generator.eval().requires_grad_(False), run.nets.architecture, dict(best["metrics"]),
+                             position.history)
+
+
+@dataclass
+class _Run:
+    """What one training run updates: networks, loss, optimisers and augmentation."""
+
+    nets: GANNetworks
+    loss: StyleGAN2Loss
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    controller: AdaptiveAugmentController | None
+    augment_pipe: AugmentPipe | None
+    memory_format: torch.memory_format
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: images shown, best snapshot, snapshot metrics, and the images its initial
+    weights had seen (the schedules continue from there)."""
+
+    nimg: int = 0
+    best: dict[str, Any] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    schedule_offset: int = 0
+
+
+def _setup(config: GANConfig, resolution: int, channels: int, runtime: Runtime) -> _Run:
     nets = build_networks(config, resolution, channels)
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     for net in (nets.generator, nets.discriminator, nets.generator_ema):
@@ -287,12 +360,16 @@ def train_gan(
     g_opt = _lazy_adam(nets.generator, config.learning_rate, config.pl_interval if config.pl_weight > 0 else None)
     d_learning_rate = config.learning_rate if config.d_learning_rate is None else config.d_learning_rate
     d_opt = _lazy_adam(nets.discriminator, d_learning_rate, config.r1_interval if r1_gamma > 0 else None)
+    return _Run(nets, loss, g_opt, d_opt, controller, augment_pipe, memory_format)
 
+
+def _resume(run: _Run, checkpoints: CheckpointStore, init_from: dict[str, Any] | None, config: GANConfig,
+            runtime: Runtime) -> _Progress:
+    """Load the newest checkpoint of this run, or else the initial weights of another (schedules go on
+    from the images they saw, as after a resume: a fine-tuned network is not a newly initialised one)."""
+    nets = run.nets
+    progress = _Progress()
     state = checkpoints.latest(map_location=runtime.device)
-    nimg, best, history = 0, None, []
-    # Schedules (discriminator blur, G_ema ramp-up) go on from the images the initial weights saw,
-    # as after a resume: a fine-tuned network is not a newly initialised one.
-    schedule_offset = 0
     if state is not None:
         if state["architecture"] != nets.architecture:
             raise ValueError(f"the checkpoints in {checkpoints.directory} were made with another architecture "
@@ -300,20 +377,19 @@ def train_gan(
         nets.generator.load_state_dict(state["G"])
         nets.discriminator.load_state_dict(state["D"])
         nets.generator_ema.load_state_dict(state["G_ema"])
-        g_opt.load_state_dict(state["G_opt"])
-        d_opt.load_state_dict(state["D_opt"])
-        loss.load_state_dict(state["loss"])
-        nimg, best, history = state["nimg"], state["best"], state["history"]
-        schedule_offset = state.get("schedule_offset", 0)
-        if controller is not None:
-            controller.p = state["augment_p"]
-        if augment_pipe is not None:
-            augment_pipe.p.fill_(state["augment_p"])
+        run.g_opt.load_state_dict(state["G_opt"])
+        run.d_opt.load_state_dict(state["D_opt"])
+        run.loss.load_state_dict(state["loss"])
+        progress = _Progress(state["nimg"], state["best"], state["history"], state.get("schedule_offset", 0))
+        if run.controller is not None:
+            run.controller.p = state["augment_p"]
+        if run.augment_pipe is not None:
+            run.augment_pipe.p.fill_(state["augment_p"])
         if runtime.is_main:
             restore_rng_state(state["rng"])
         else:  # only the main process's random state is saved; the others continue on a fresh stream
-            seed_everything(config.seed + runtime.rank + nimg)
-        logger.info("Resuming GAN training from %s at %.1f kimg", checkpoints.paths()[-1], nimg / 1000)
+            seed_everything(config.seed + runtime.rank + progress.nimg)
+        logger.info("Resuming GAN training from %s at %.1f kimg", checkpoints.paths()[-1], progress.nimg / 1000)
     elif init_from is not None:
         if init_from.get("architecture", nets.architecture) != nets.architecture:
             raise ValueError(f"mask_gan.init_from holds a generator of another architecture "
@@ -322,63 +398,34 @@ def train_gan(
         nets.generator.load_state_dict(init_from["G"])
         nets.discriminator.load_state_dict(init_from["D"])
         nets.generator_ema.load_state_dict(init_from["G_ema"])
-        schedule_offset = int(init_from.get("nimg", 0))
+        progress.schedule_offset = int(init_from.get("nimg", 0))
         logger.info("Starting GAN training from the weights of another run (init_from, %.1f kimg)",
-                    schedule_offset / 1000)
+                    progress.schedule_offset / 1000)
     for net in (nets.generator, nets.discriminator, nets.generator_ema):
         runtime.broadcast_module_(net)
+    return progress
 
-    total = int(config.kimg * 1000)
-    snapshot_every = max(int(config.snapshot_kimg * 1000), config.batch)
-    next_snapshot = (nimg // snapshot_every + 1) * snapshot_every
-    bar = tqdm(total=total, initial=min(nimg, total), unit="img", desc="mask GAN",
-               disable=not (progress and runtime.is_main))
-    step = nimg // config.batch
-    running: dict[str, list[float]] = {}
-    while nimg < total:
-        real = to_unit_range(data[torch.randint(len(data), (local_batch,), device=runtime.device)])
-        real = real.contiguous(memory_format=memory_format)
-        loss.blur_sigma = blur_sigma_at(config.blur_sigma, config.blur_fade_kimg, nimg + schedule_offset)
-        losses = _training_step(step, real, local_batch, nets, loss, g_opt, d_opt, controller, augment_pipe,
-                                runtime, config)
-        for key, value in losses.items():
-            running.setdefault(key, []).append(value)
-        _update_ema(nets.generator_ema, nets.generator, ema_beta(config.batch, config.ema_kimg, config.ema_rampup,
-                                                                  cur_nimg=nimg + schedule_offset))
-        nimg += config.batch
-        step += 1
-        bar.update(config.batch)
-        if nimg >= next_snapshot or nimg >= total:
-            next_snapshot += snapshot_every
-            record = {"kimg": nimg / 1000, **{k: float(np.mean(v)) for k, v in running.items()}}
-            record["augment_p"] = _augment_p(controller, augment_pipe)
-            running = {}
-            if runtime.is_main and evaluate is not None:
-                record.update(evaluate(nets.generator_ema))
-            if runtime.is_main:
-                history.append(record)
-                if best is None or evaluate is None or snapshot_rank(record) < snapshot_rank(best["metrics"]):
-                    best = {"metrics": record, "G_ema": {k: v.detach().cpu().clone()
-                                                         for k, v in nets.generator_ema.state_dict().items()}}
-                if log_metrics is not None:
-                    log_metrics({k: v for k, v in record.items() if k != "kimg"}, int(round(record["kimg"] * 1000)))
-                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("G_loss", "D_loss", "augment_p")
-                                 or k.startswith("fid")})
-                checkpoints.save(nimg, {  # named by images shown: names must sort like progress
-                    "G": nets.generator.state_dict(), "D": nets.discriminator.state_dict(),
-                    "G_ema": nets.generator_ema.state_dict(), "G_opt": g_opt.state_dict(),
-                    "D_opt": d_opt.state_dict(), "loss": loss.state_dict(), "nimg": nimg, "best": best,
-                    "history": history, "augment_p": _augment_p(controller, augment_pipe),
-                    "rng": capture_rng_state(), "config": asdict(config), "architecture": nets.architecture,
-                    "schedule_offset": schedule_offset,
-                })
-            runtime.barrier()
-    bar.close()
-    if best is None:  # resumed from a checkpoint that had already reached kimg on another process
-        best = {"metrics": {"kimg": nimg / 1000}, "G_ema": nets.generator_ema.state_dict()}
-    generator = build_generator(nets.architecture)
-    generator.load_state_dict(best["G_ema"])
-    return GANTrainingResult(generator.eval().requires_grad_(False), nets.architecture, dict(best["metrics"]), history)
+
+def _snapshot(record: dict[str, float], run: _Run, progress: _Progress, config: GANConfig,
+              checkpoints: CheckpointStore, evaluate: MetricsCallback | None, log_metrics: LogCallback | None) -> None:
+    """Measure ``G_ema``, keep it if it is the best so far, log, and checkpoint (main process)."""
+    nets = run.nets
+    if evaluate is not None:
+        record.update(evaluate(nets.generator_ema))
+    progress.history.append(record)
+    if progress.best is None or evaluate is None or snapshot_rank(record) < snapshot_rank(progress.best["metrics"]):
+        progress.best = {"metrics": record, "G_ema": {k: v.detach().cpu().clone()
+                                                      for k, v in nets.generator_ema.state_dict().items()}}
+    if log_metrics is not None:
+        log_metrics({k: v for k, v in record.items() if k != "kimg"}, int(round(record["kimg"] * 1000)))
+    checkpoints.save(progress.nimg, {  # named by images shown: names must sort like progress
+        "G": nets.generator.state_dict(), "D": nets.discriminator.state_dict(),
+        "G_ema": nets.generator_ema.state_dict(), "G_opt": run.g_opt.state_dict(),
+        "D_opt": run.d_opt.state_dict(), "loss": run.loss.state_dict(), "nimg": progress.nimg,
+        "best": progress.best, "history": progress.history, "augment_p": _augment_p(run.controller, run.augment_pipe),
+        "rng": capture_rng_state(), "config": asdict(config), "architecture": nets.architecture,
+        "schedule_offset": progress.schedule_offset,
+    })
 
 
 def _training_step(
