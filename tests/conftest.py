@@ -70,16 +70,49 @@ def dsb2018() -> Path:
     return SHARED_DSB2018
 
 
+def copy_project(folder: Path) -> Path:
+    """The project's configuration copied into ``folder`` (the package itself is installed)."""
+    for name in ("conf", "pyproject.toml", ".telemetry"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, folder / name)
+    (folder / "src").mkdir(exist_ok=True)  # Kedro only wants the folder to exist
+    return folder
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project's configuration in an empty folder, as the working directory."""
-    for name in ("conf", "pyproject.toml", ".telemetry"):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    (tmp_path / "src").mkdir()  # the package itself is installed; Kedro only wants the folder to exist
+    copy_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     bootstrap_project(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One plain ``kedro run`` of the whole study on :data:`STUDY_TINY`, shared by the tests that check
+    its outputs (the study, and image_translation's outputs within it). Tests must not change it:
+    copy it (:func:`copy_run`) to run more."""
+    folder = copy_project(tmp_path_factory.mktemp("tiny_study"))
+    previous, threads = Path.cwd(), torch.get_num_threads()
+    os.chdir(folder)
+    torch.set_num_threads(1)
+    try:
+        bootstrap_project(folder)
+        run(folder, STUDY_TINY, pipeline="__default__")
+    finally:
+        os.chdir(previous)
+        torch.set_num_threads(threads)
+    return folder
+
+
+def copy_run(source: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of a finished project (configuration, data, checkpoints, MLflow store) as the working
+    directory, to go on from without touching the original."""
+    shutil.copytree(source, folder, dirs_exist_ok=True)
+    monkeypatch.chdir(folder)
+    bootstrap_project(folder)
+    return folder
 
 
 def nested(params: dict) -> dict:

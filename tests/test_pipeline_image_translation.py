@@ -1,4 +1,4 @@
-"""A real Kedro session runs data_prep -> mask_gan -> image_translation per fold on a tiny configuration."""
+"""data_prep -> mask_gan -> image_translation per fold in a real Kedro session (the shared tiny study)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PIX2PIX_TINY, run
+from conftest import STUDY_TINY, copy_run, run
 
 from cellsynth.io import read_dataset
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def test_image_translation_trains_per_fold_translates_measures_and_resumes(project: Path):
-    for pipeline in ("data_prep", "mask_gan", "image_translation"):
-        run(project, PIX2PIX_TINY, pipeline=pipeline)
+def test_image_translation_trains_per_fold_translates_measures_and_resumes(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    project = tiny_study  # data_prep -> mask_gan -> image_translation ran there (STUDY_TINY)
     folds = json.loads((project / "data/02_intermediate/folds.json").read_text())["folds"]
 
     # pix2pix never sees the fold's validation or test images; it is measured on the validation images
@@ -57,7 +58,8 @@ def test_image_translation_trains_per_fold_translates_measures_and_resumes(proje
         np.mean([logged[f"image_translation.fold_{i}.heldout.psnr"] for i in range(3)]))
 
     # asking for more epochs continues the finished runs instead of starting over
-    run(project, {**PIX2PIX_TINY, "image_translation.training.epochs": 3}, pipeline="image_translation")
+    project = copy_run(tiny_study, tmp_path / "resumed", monkeypatch)
+    run(project, {**STUDY_TINY, "image_translation.training.epochs": 3}, pipeline="image_translation")
     latest = max((project / "data/06_models/pix2pix_models.pt").iterdir())
     models = torch.load(latest / "pix2pix_models.pt", weights_only=False)
     assert [h["epoch"] for h in models["fold_0"]["history"]] == [1.0, 2.0, 3.0]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import STUDY_TINY, run
 
 from cellsynth import report
 from cellsynth.crops import fold_of_group
@@ -20,8 +19,9 @@ from cellsynth.crops import fold_of_group
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def test_default_run_executes_the_whole_study_without_leakage(project: Path):
-    run(project, STUDY_TINY, pipeline="__default__")
+def test_default_run_executes_the_whole_study_without_leakage(tiny_study: Path, monkeypatch: pytest.MonkeyPatch):
+    project = tiny_study  # `kedro run` of the whole study with STUDY_TINY (conftest)
+    monkeypatch.chdir(project)  # the notebook finds the project in the working directory
     folds = json.loads((project / "data/02_intermediate/folds.json").read_text())["folds"]
     groups = sorted(p.stem for p in (project / "data/03_primary/training_crops").glob("*.npz"))
     assert groups == ["fold_0", "fold_1", "fold_2"]
