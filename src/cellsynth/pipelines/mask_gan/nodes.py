@@ -94,7 +94,7 @@ def generate_synthetic_masks(
     """GAN-GENERATE + DECODE: synthetic flow fields from each group's best ``G_ema`` (on the
     ``runtime.device``), decoded into instance masks and filtered; plus a real-vs-synthetic sample
     grid, MLflow metrics and the filter's counts per group (``generated``, ``kept``, ``diversity``)."""
-    synthetic, metrics, grids, summary = {}, {}, [], {}
+    synthetic, grids, summary = {}, [], {}
     device = resolve_device(runtime["device"])
     for group, model in sorted(models.items()):
         generator = build_generator(model["architecture"])
@@ -108,12 +108,8 @@ def generate_synthetic_masks(
                                    min_objects=generation["min_objects"],
                                    max_consistency_error=generation["max_consistency_error"])
         synthetic[group] = {"flows": fields[kept], "labels": labels[kept]}
-        metrics[f"{group}.generated"] = float(len(fields))
-        metrics[f"{group}.kept"] = float(kept.sum())
-        if len(fields) > 1:
-            metrics[f"{group}.diversity"] = quality.sample_diversity(fields)
         summary[group] = {"generated": len(fields), "kept": int(kept.sum()),
-                          "diversity": metrics.get(f"{group}.diversity")}
+                          "diversity": quality.sample_diversity(fields) if len(fields) > 1 else None}
         logger.info("%s: %d of %d generated masks pass the filters", group, kept.sum(), len(fields))
         if not kept.any():
             logger.warning("%s: no generated mask passed the filters (mask_gan.generation.min_objects, "
@@ -122,4 +118,6 @@ def generate_synthetic_masks(
         real_labels = encoding.decode_batch(real, method=encoding_params["method"])
         grids.append((group, real, real_labels, fields[:4], labels[:4]))
     figure = sample_grid(grids)
-    return synthetic, figure, {k: {"value": v, "step": 0} for k, v in metrics.items()}, summary
+    metrics = {f"{group}.{key}": {"value": float(value), "step": 0}
+               for group, counts in summary.items() for key, value in counts.items() if value is not None}
+    return synthetic, figure, metrics, summary
