@@ -306,7 +306,7 @@ def test_unknown_method_is_named() -> None:
         (np.full((4, 4, 3), np.inf, np.float32), "cellpose_flow", {}, ValueError, "NaN or infinite"),
         (np.zeros((4, 4, 3), bool), "cellpose_flow", {}, TypeError, "dtype"),
         (np.zeros((4, 4, 3), np.uint8), "cellpose_flow", {"backend": "numba"}, ValueError, "backend.*'numba'"),
-        (np.zeros((4, 4, 3), np.uint8), "cellpose_flow", {"n_iter": 5}, TypeError, r"unknown option.*n_iter"),
+        (np.zeros((4, 4, 3), np.uint8), "cellpose_flow", {"n_iter": 5}, TypeError, r"unexpected keyword.*n_iter"),
         (np.zeros((4, 4, 3), np.uint8), "cellpose_flow", {"niter": -1}, ValueError, "niter.*-1"),
         (np.zeros((4, 4, 3), np.uint8), "cellpose_flow", {"device": "tpu9"}, ValueError, "device.*'tpu9'"),
         (np.zeros((4, 4, 3), np.uint8), "cellpose_flow", {"min_size": "15"}, ValueError, "min_size.*'15'"),
@@ -319,6 +319,15 @@ def test_decode_rejects_bad_input(
 ) -> None:
     with pytest.raises(error, match=match):
         decode(encoded, method, **opts)
+
+
+def test_decode_options_from_configuration_are_checked_by_name() -> None:
+    assert set(encoding.FLOW_DECODE_OPTIONS) == {"niter", "cellprob_threshold", "flow_threshold", "min_size",
+                                                 "max_size_fraction", "device", "backend", "batch_size"}
+    assert encoding.check_decode_options({"niter": 50}, "x.decode") == {"niter": 50}
+    assert encoding.check_decode_options(None, "x.decode") == {}
+    with pytest.raises(ValueError, match=r"unknown mask_gan.generation.decode option\(s\) \['nitre'\]"):
+        encoding.check_decode_options({"nitre": 50, "niter": 5}, "mask_gan.generation.decode")
 
 
 def test_decode_batch_wants_a_batch() -> None:

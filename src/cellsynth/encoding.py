@@ -38,6 +38,8 @@ Every decoder returns ``(H, W)`` int32 labels, 0 = background, objects 1..N.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -57,18 +59,6 @@ _CHANNELS = {"cellpose_flow": 3, "binary": 1, "label": 1}
 # Cellpose's network predicts flows scaled by this factor (its training targets
 # are 5x the unit flows); compute_masks divides it out again.
 _CELLPOSE_FLOW_SCALE = 5.0
-
-_FLOW_DECODE_DEFAULTS: dict[str, Any] = {
-    "niter": 200,
-    "cellprob_threshold": 0.0,
-    "flow_threshold": 0.4,
-    "min_size": 15,
-    "max_size_fraction": 0.4,
-    "device": None,
-    "backend": "batched",
-    "batch_size": 64,
-}
-
 
 # ----------------------------------------------------------------------------
 # Public API
@@ -135,7 +125,19 @@ def encode_batch(labels: np.ndarray, method: str = "cellpose_flow", progress: bo
     return out
 
 
-def decode(encoded: np.ndarray, method: str = "cellpose_flow", **opts: Any) -> np.ndarray:
+def decode(
+    encoded: np.ndarray,
+    method: str = "cellpose_flow",
+    *,
+    niter: int = 200,
+    cellprob_threshold: float = 0.0,
+    flow_threshold: float | None = 0.4,
+    min_size: int = 15,
+    max_size_fraction: float = 0.4,
+    device: str | torch.device | None = None,
+    backend: str = "batched",
+    batch_size: int = 64,
+) -> np.ndarray:
     """Decode one encoded image into instance labels.
 
     Parameters
@@ -145,8 +147,8 @@ def decode(encoded: np.ndarray, method: str = "cellpose_flow", **opts: Any) -> n
         float; for ``"cellpose_flow"`` and ``"binary"`` on the 0..255 scale).
     method
         One of :data:`METHODS`.
-    **opts
-        Only for ``"cellpose_flow"`` (see :func:`decode_batch`).
+    niter, cellprob_threshold, flow_threshold, min_size, max_size_fraction, device, backend, batch_size
+        Options of ``"cellpose_flow"`` (see :func:`decode_batch`).
 
     Returns
     -------
@@ -155,13 +157,29 @@ def decode(encoded: np.ndarray, method: str = "cellpose_flow", **opts: Any) -> n
     """
     _check_method(method)
     image = _as_encoded(encoded, method, ndim=3)
-    return decode_batch(image[None], method, **opts)[0]
+    return decode_batch(image[None], method, niter=niter, cellprob_threshold=cellprob_threshold,
+                        flow_threshold=flow_threshold, min_size=min_size, max_size_fraction=max_size_fraction,
+                        device=device, backend=backend, batch_size=batch_size)[0]
 
 
 def decode_batch(
-    encoded: np.ndarray, method: str = "cellpose_flow", progress: bool = False, **opts: Any
+    encoded: np.ndarray,
+    method: str = "cellpose_flow",
+    progress: bool = False,
+    *,
+    niter: int = 200,
+    cellprob_threshold: float = 0.0,
+    flow_threshold: float | None = 0.4,
+    min_size: int = 15,
+    max_size_fraction: float = 0.4,
+    device: str | torch.device | None = None,
+    backend: str = "batched",
+    batch_size: int = 64,
 ) -> np.ndarray:
     """Decode a batch of encoded images into instance labels.
+
+    The keyword-only parameters (:data:`FLOW_DECODE_OPTIONS`) are the options of
+    ``"cellpose_flow"``; the binary and label methods refuse any value but the default.
 
     Parameters
     ----------
@@ -172,31 +190,29 @@ def decode_batch(
         One of :data:`METHODS`.
     progress
         Show a progress bar.
-    **opts
-        Options of ``"cellpose_flow"`` (the other methods take none):
-
-        niter : int, default 200
-            Euler steps along the flow field.
-        cellprob_threshold : float, default 0.0
-            Threshold on the logit of the probability channel (``p = v / 255``):
-            pixels with ``log(p / (1 - p)) > cellprob_threshold`` are followed.
-            0 means ``v > 127.5``.
-        flow_threshold : float or None, default 0.4
-            Cellpose's quality control: objects whose mean squared difference
-            between the given flows and the flows recomputed from the object
-            exceeds this are dropped. ``None`` or <= 0 disables it.
-        min_size : int, default 15
-            Objects smaller than this many pixels (after quality control) are
-            dropped; <= 0 keeps all. Holes in objects are always filled.
-        max_size_fraction : float, default 0.4
-            Objects covering more than this fraction of the image are dropped.
-        device : str, torch.device or None, default None
-            Where to compute; None means ``"cuda"`` when available, else CPU.
-        backend : {"batched", "cellpose"}, default "batched"
-            ``"batched"`` is this module's batched PyTorch decoder,
-            ``"cellpose"`` calls ``cellpose.dynamics.compute_masks`` per crop.
-        batch_size : int, default 64
-            Crops decoded together by the batched backend (bounds memory).
+    niter
+        Euler steps along the flow field.
+    cellprob_threshold
+        Threshold on the logit of the probability channel (``p = v / 255``):
+        pixels with ``log(p / (1 - p)) > cellprob_threshold`` are followed.
+        0 means ``v > 127.5``.
+    flow_threshold
+        Cellpose's quality control: objects whose mean squared difference
+        between the given flows and the flows recomputed from the object
+        exceeds this are dropped. ``None`` or <= 0 disables it.
+    min_size
+        Objects smaller than this many pixels (after quality control) are
+        dropped; <= 0 keeps all. Holes in objects are always filled.
+    max_size_fraction
+        Objects covering more than this fraction of the image are dropped.
+    device
+        Where to compute; None means ``"cuda"`` when available, else CPU.
+    backend
+        One of :data:`BACKENDS`: ``"batched"`` is the batched PyTorch decoder of
+        :mod:`cellsynth.flow_dynamics`, ``"cellpose"`` calls ``cellpose.dynamics.compute_masks``
+        per crop.
+    batch_size
+        Crops decoded together by the batched backend (bounds memory).
 
     Returns
     -------
@@ -210,31 +226,59 @@ def decode_batch(
         Unknown ``method`` or ``backend``, wrong shape or channel count,
         non-finite values, or an option out of range.
     TypeError
-        Non-numeric ``encoded`` or options that ``method`` does not take.
+        Non-numeric ``encoded``, or a flow option given to another method.
     """
     _check_method(method)
     batch = _as_encoded(encoded, method, ndim=4)
+    options = {"niter": niter, "cellprob_threshold": cellprob_threshold, "flow_threshold": flow_threshold,
+               "min_size": min_size, "max_size_fraction": max_size_fraction, "device": device}
     if method != "cellpose_flow":
-        if opts:
-            raise TypeError(f"decode method {method!r} takes no options, got {sorted(opts)}")
+        given = {**options, "backend": backend, "batch_size": batch_size}
+        changed = sorted(name for name, value in given.items() if value != _FLOW_DECODE_DEFAULTS[name])
+        if changed:
+            raise TypeError(f"decode method {method!r} takes no options, got {changed}")
         decode_one = _decode_binary if method == "binary" else _decode_label
         out = np.empty(batch.shape[:3], np.int32)
         for index, image in enumerate(batch):
             out[index] = decode_one(image)
         return out
-    settings = _flow_decode_settings(opts)
-    backend = settings.pop("backend")
-    batch_size = settings.pop("batch_size")
+    _check_flow_options(options, backend, batch_size)
+    options["device"] = resolve_device(device)
     if backend == "cellpose":
-        return np.stack([_decode_flow_cellpose(image, **settings)
+        return np.stack([_decode_flow_cellpose(image, **options)
                          for image in tqdm(batch, desc="decode (cellpose)", unit="crop", disable=not progress)])
     return np.concatenate(
         [
-            flow_dynamics.masks_from_flows(batch[start : start + batch_size], **settings)
+            flow_dynamics.masks_from_flows(batch[start : start + batch_size], **options)
             for start in tqdm(range(0, len(batch), batch_size), desc="decode (batched)", unit="batch",
                               disable=not progress)
         ]
     )
+
+
+# The options of the flow decoder and their defaults, read from its signature (one source of truth).
+_FLOW_DECODE_DEFAULTS: dict[str, Any] = {
+    name: parameter.default
+    for name, parameter in inspect.signature(decode_batch).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+}
+FLOW_DECODE_OPTIONS: tuple[str, ...] = tuple(_FLOW_DECODE_DEFAULTS)
+
+
+def check_decode_options(options: Mapping[str, Any] | None, section: str) -> dict[str, Any]:
+    """``options`` (e.g. a parameter block) as keyword arguments for :func:`decode_batch`.
+
+    Raises
+    ------
+    ValueError
+        Naming ``section`` and every key that is not one of :data:`FLOW_DECODE_OPTIONS`, so a typo
+        in the configuration is reported where it was made.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(FLOW_DECODE_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown {section} option(s) {unknown}; known: {sorted(FLOW_DECODE_OPTIONS)}")
+    return options
 
 
 def as_gan_images(encoded: np.ndarray, method: str) -> np.ndarray:
@@ -379,29 +423,20 @@ def _as_encoded(encoded: np.ndarray, method: str, ndim: int) -> np.ndarray:
     return array
 
 
-def _flow_decode_settings(opts: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(opts) - set(_FLOW_DECODE_DEFAULTS))
-    if unknown:
-        raise TypeError(
-            f"unknown option(s) {unknown} for method 'cellpose_flow'; valid: {sorted(_FLOW_DECODE_DEFAULTS)}"
-        )
-    settings = {**_FLOW_DECODE_DEFAULTS, **opts}
-    if settings["backend"] not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {settings['backend']!r}")
-    for name, minimum in (("niter", 0), ("batch_size", 1)):
-        value = settings[name]
+def _check_flow_options(options: dict[str, Any], backend: str, batch_size: int) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    for name, value, minimum in (("niter", options["niter"], 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     for name in ("cellprob_threshold", "flow_threshold", "min_size", "max_size_fraction"):
-        value = settings[name]
+        value = options[name]
         if name == "flow_threshold" and value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
             raise ValueError(f"{name} must be a number, got {value!r}")
-    if not 0 < settings["max_size_fraction"] <= 1:
-        raise ValueError(f"max_size_fraction must be in (0, 1], got {settings['max_size_fraction']!r}")
-    settings["device"] = resolve_device(settings["device"])
-    return settings
+    if not 0 < options["max_size_fraction"] <= 1:
+        raise ValueError(f"max_size_fraction must be in (0, 1], got {options['max_size_fraction']!r}")
 
 
 # ----------------------------------------------------------------------------

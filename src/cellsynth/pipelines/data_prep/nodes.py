@@ -87,12 +87,13 @@ def summarise_data_prep(
     same figures as a JSON report.
     """
     summary: dict[str, Any] = {"dataset": object_statistics([s.labels for s in images]), "groups": {}}
+    decode_options = encoding.check_decode_options(codec_check.get("decode"), "data_prep.codec_check.decode")
     for group in sorted(training_crops):
         labels = training_crops[group]["labels"]
         flows = encoded_flows[group]["flows"]
         checked = slice(0, codec_check["max_crops"])
         decoded = encoding.decode_batch(flows[checked], method=encoding_params["method"], progress=True,
-                                        **codec_check.get("decode", {}))
+                                        **decode_options)
         summary["groups"][group] = {
             "crops": len(labels),
             "objects_per_crop": object_statistics(list(labels))["objects_per_image"],
