@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import yaml
 
-from cellsynth import crops, encoding, io, layout, phantom, quality, simcep
+from cellsynth import crops, encoding, generated_fields, io, layout, phantom, quality, simcep
 from cellsynth.figures import panel_grid
 from cellsynth.gan.pretrained import export_weights, load_initial_weights
 from cellsynth.gan.training import (
@@ -105,7 +105,7 @@ def filter_settings(path: str) -> dict:
 def measure(fields: np.ndarray, reference: quality.ImageFeatures, features: quality.InceptionFeatures,
             reference_layout: dict, settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     """The snapshot metrics of a set of full-size fields, plus layout distances of its kept masks."""
-    metrics, labels, kept = quality.generated_field_metrics(fields, reference, features, **settings)
+    metrics, labels, kept = generated_fields.generated_field_metrics(fields, reference, features, **settings)
     if kept.any():
         distances = layout.compare_layouts(reference_layout, list(labels[kept]))
         metrics.update({f"layout.{k}": distances[k] for k in LAYOUT_KEYS})
@@ -146,7 +146,8 @@ def main() -> None:
     real_sample = encoding.encode_batch(train_crops[rng.choice(len(train_crops), min(args.n_eval, len(train_crops)),
                                                                replace=False)])
     baselines["real"], real_labels, _ = measure(real_sample, reference, features, reference_layout, settings)
-    baselines["real"]["diversity"] = quality.sample_diversity(heldout_fields)  # held-out, unrotated like GAN output
+    # held-out crops, unrotated like GAN output
+    baselines["real"]["diversity"] = generated_fields.sample_diversity(heldout_fields)
     baselines["real"]["cells_per_crop"] = float(heldout_crops.reshape(len(heldout_crops), -1).max(1).mean())
     fit_sample = train_crops[: len(train_crops) // 4] if len(train_crops) >= 8 else train_crops  # unrotated crops
     model = simcep.fit(list(fit_sample))

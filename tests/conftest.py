@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+import torch.nn.functional as F
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from skimage.io import imsave
+from stardist import data as stardist_data
+from torch import nn
+
+from cellsynth.encoding import encode_batch
+from cellsynth.quality import InceptionFeatures
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -61,6 +67,27 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def real_fields() -> np.ndarray:
+    """``(64, 64, 64, 3)`` uint8 flow fields of the 64x64 tiles of stardist's annotated nuclei image."""
+    _, mask = stardist_data.test_image_nuclei_2d(return_mask=True)
+    tiles = [mask[r : r + 64, c : c + 64] for r in range(0, 512, 64) for c in range(0, 512, 64)]
+    return encode_batch(np.stack(tiles))
+
+
+class MeanColours(nn.Module):
+    """Cheap stand-in feature extractor: channel means of 2x2 blocks in [0, 1], ``(N, 12)`` float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x.float() / 255, 2).flatten(1)
+
+
+@pytest.fixture
+def mean_colours() -> InceptionFeatures:
+    """:class:`MeanColours` as an extractor for :mod:`cellsynth.quality`: FID arithmetic without Inception."""
+    return InceptionFeatures(module=MeanColours(), standard=False, name="mean-colours")
 
 
 @pytest.fixture

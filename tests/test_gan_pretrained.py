@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from cellsynth import encoding, quality
+from cellsynth import encoding, generated_fields
 from cellsynth.gan.pretrained import SHIPPED, export_weights, load_initial_weights, shipped_path
 from cellsynth.gan.training import GANConfig, build_networks, generate_images, run_fingerprint, train_gan
 from cellsynth.training import CheckpointStore, start_runtime
@@ -62,10 +62,10 @@ def test_shipped_generator_masks_pass_the_configured_filters():
     fields = encoding.upscale_fields(small, params["downsample"])
     labels = encoding.decode_batch(fields, device="cpu")
     generation = params["generation"]
-    kept = quality.mask_filter(fields, labels, min_objects=generation["min_objects"],
+    kept = generated_fields.mask_filter(fields, labels, min_objects=generation["min_objects"],
                                max_consistency_error=generation["max_consistency_error"])
     assert kept.mean() >= 0.5
-    assert quality.sample_diversity(fields) > 0.1  # not one field repeated
+    assert generated_fields.sample_diversity(fields) > 0.1  # not one field repeated
 
 
 def test_exported_weights_start_a_run_that_continues_their_schedules(images, tmp_path):

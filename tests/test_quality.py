@@ -1,4 +1,4 @@
-"""FID/KID with honest labels, weight resolution without network, decode consistency.
+"""FID/KID with honest labels, weight resolution without network, PSNR/SSIM of paired images.
 
 Inception at 299x299 costs ~0.4 s per image on one CPU core, so the
 tests that run it use few images; the metric arithmetic and the input checks
@@ -15,29 +15,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from stardist import data as stardist_data
-from torch import nn
+from conftest import MeanColours
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from cellsynth import quality
-from cellsynth.encoding import encode, encode_batch
 from cellsynth.quality import (
     INCEPTION_FILENAMES,
     STANDARD_NAME,
     ImageFeatures,
     InceptionFeatures,
     RandomInitFeaturesWarning,
-    consistency_errors,
-    decode_consistency,
     extract_features,
     feature_images,
-    generated_field_metrics,
     image_quality,
     inception_features,
     paired_similarity,
-    sample_diversity,
 )
 
 CROP = 64
@@ -66,26 +59,6 @@ def randinit() -> InceptionFeatures:
         patch.setattr(torch.hub, "get_dir", lambda: "/nonexistent/torch-hub")
         warnings.simplefilter("ignore", RandomInitFeaturesWarning)
         return inception_features(allow_download=False)
-
-
-@pytest.fixture(scope="module")
-def real_fields() -> np.ndarray:
-    """``(64, 64, 64, 3)`` uint8 flow fields of the 64x64 tiles of stardist's annotated nuclei image."""
-    _, mask = stardist_data.test_image_nuclei_2d(return_mask=True)
-    tiles = [mask[r : r + CROP, c : c + CROP] for r in range(0, 512, CROP) for c in range(0, 512, CROP)]
-    return encode_batch(np.stack(tiles))
-
-
-class MeanColours(nn.Module):
-    """Cheap stand-in extractor: channel means of 2x2 blocks in [0, 1], ``(N, 12)`` float32."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(x.float() / 255, 2).flatten(1)
-
-
-@pytest.fixture
-def tiny() -> InceptionFeatures:
-    return InceptionFeatures(module=MeanColours(), standard=False, name="mean-colours")
 
 
 def _images(n: int, seed: int, channels: int = 3, size: int = 16, low: int = 0, high: int = 256) -> np.ndarray:
@@ -211,51 +184,51 @@ def test_module_is_a_torchmetrics_feature_extractor(randinit):
 # ----------------------------------------------------------------------------
 
 
-def test_fid_matches_torchmetrics(tiny):
+def test_fid_matches_torchmetrics(mean_colours):
     # 20 > 12 feature dimensions and 8 < 12 exercise both covariance factorisations.
     real, fake = _images(20, seed=1), _images(8, seed=2, low=40, high=200)
-    reference = FrechetInceptionDistance(feature=tiny.module)
+    reference = FrechetInceptionDistance(feature=mean_colours.module)
     reference.update(torch.from_numpy(real).permute(0, 3, 1, 2), real=True)
     reference.update(torch.from_numpy(fake).permute(0, 3, 1, 2), real=False)
-    ours = image_quality(real, fake, features=tiny)["fid_randinit"]
+    ours = image_quality(real, fake, features=mean_colours)["fid_randinit"]
     assert ours == pytest.approx(float(reference.compute()), rel=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance`:UserWarning")
-def test_kid_matches_torchmetrics(tiny):
+def test_kid_matches_torchmetrics(mean_colours):
     # Subsets of all images: the permutations then do not change the value.
     real, fake = _images(10, seed=3), _images(10, seed=4, low=40, high=200)
-    reference = KernelInceptionDistance(feature=tiny.module, subsets=2, subset_size=10)
+    reference = KernelInceptionDistance(feature=mean_colours.module, subsets=2, subset_size=10)
     reference.update(torch.from_numpy(real).permute(0, 3, 1, 2), real=True)
     reference.update(torch.from_numpy(fake).permute(0, 3, 1, 2), real=False)
     expected_mean, _ = reference.compute()
-    ours = image_quality(real, fake, features=tiny, kid_subsets=2)
+    ours = image_quality(real, fake, features=mean_colours, kid_subsets=2)
     # torchmetrics computes in the features' float32.
     assert ours["kid_randinit_mean"] == pytest.approx(float(expected_mean), rel=1e-4)
     assert ours["kid_randinit_std"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_kid_subsets_are_seeded_locally(tiny):
+def test_kid_subsets_are_seeded_locally(mean_colours):
     real, fake = _images(12, seed=5), _images(9, seed=6, low=40, high=200)
     state = torch.random.get_rng_state()
-    first = image_quality(real, fake, features=tiny, kid_subsets=5, seed=1)
+    first = image_quality(real, fake, features=mean_colours, kid_subsets=5, seed=1)
     assert torch.equal(torch.random.get_rng_state(), state)
-    assert first == image_quality(real, fake, features=tiny, kid_subsets=5, seed=1)
+    assert first == image_quality(real, fake, features=mean_colours, kid_subsets=5, seed=1)
     assert first["kid_randinit_std"] > 0  # subsets of 9 out of 12 real images differ
 
 
-def test_one_channel_images_are_repeated_to_three(tiny):
+def test_one_channel_images_are_repeated_to_three(mean_colours):
     gray = _images(4, seed=7, channels=1)
-    ones = extract_features(gray, tiny).values
-    threes = extract_features(np.repeat(gray, 3, axis=-1), tiny).values
+    ones = extract_features(gray, mean_colours).values
+    threes = extract_features(np.repeat(gray, 3, axis=-1), mean_colours).values
     np.testing.assert_array_equal(ones, threes)
 
 
-def test_real_features_can_be_reused_but_not_mixed(tiny):
+def test_real_features_can_be_reused_but_not_mixed(mean_colours):
     real, fake = _images(6, seed=8), _images(6, seed=9, low=40, high=200)
-    cached = extract_features(real, tiny, batch_size=4)
+    cached = extract_features(real, mean_colours, batch_size=4)
     assert cached.values.shape == (6, 12) and cached.image_shape == (16, 16, 3)
-    assert image_quality(cached, fake, features=tiny) == image_quality(real, fake, features=tiny)
+    assert image_quality(cached, fake, features=mean_colours) == image_quality(real, fake, features=mean_colours)
     other = InceptionFeatures(module=MeanColours(), standard=False, name="other")
     with pytest.raises(ValueError, match="different extractors"):
         image_quality(cached, fake, features=other)
@@ -276,82 +249,9 @@ def test_real_features_can_be_reused_but_not_mixed(tiny):
         (list(_images(4, 0)), _images(4, 1), "real must be a numpy array"),
     ],
 )
-def test_bad_images_are_rejected(tiny, real, fake, message):
+def test_bad_images_are_rejected(mean_colours, real, fake, message):
     with pytest.raises(ValueError, match=message):
-        image_quality(real, fake, features=tiny)
-
-
-# ----------------------------------------------------------------------------
-# Decode consistency
-# ----------------------------------------------------------------------------
-
-
-def test_consistency_error_definition():
-    yy, xx = np.mgrid[:32, :32]
-    labels = ((yy - 16) ** 2 + (xx - 16) ** 2 <= 64).astype(np.int32)
-    exact = encode(labels)
-    assert consistency_errors(exact[None], labels[None])[0] == 0.0
-    # Probability off everywhere, flows intact: every foreground pixel disagrees.
-    no_probability = exact.copy()
-    no_probability[..., 0] = 0
-    assert consistency_errors(no_probability[None], labels[None])[0] == pytest.approx(1.0)
-    # Flows reversed on the object: |(-v) - v|^2 = 4 |v|^2 = 4 for unit vectors.
-    reversed_flows = exact.copy()
-    reversed_flows[..., 1:] = 255 - exact[..., 1:]
-    assert consistency_errors(reversed_flows[None], labels[None])[0] == pytest.approx(4.0, abs=0.05)
-    empty = np.zeros((1, 32, 32), np.int32)
-    assert consistency_errors(encode_batch(empty), empty)[0] == 0.0
-
-
-def test_encoded_real_masks_are_consistent(real_fields):
-    assert decode_consistency(real_fields, device="cpu") >= 0.95
-
-
-def test_noise_fields_are_inconsistent():
-    noise = np.random.default_rng(10).integers(0, 256, (16, CROP, CROP, 3), dtype=np.uint8)
-    assert decode_consistency(noise, device="cpu") <= 0.1
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"method": "binary"}, "'cellpose_flow' only"),
-        ({"flows": np.zeros((2, 8, 8, 2), np.uint8)}, r"\(N, H, W, 3\)"),
-        ({"flows": np.full((2, 8, 8, 3), 300.0)}, r"in \[0, 255\]"),
-        ({"flows": np.full((2, 8, 8, 3), np.nan)}, r"in \[0, 255\]"),
-        ({"tolerance": 0.0}, "tolerance must be a positive number"),
-    ],
-)
-def test_decode_consistency_rejects_bad_inputs(kwargs, message):
-    arguments = {"flows": np.zeros((2, 8, 8, 3), np.uint8), **kwargs}
-    with pytest.raises(ValueError, match=message):
-        decode_consistency(**arguments)
-
-
-def test_consistency_errors_need_matching_labels():
-    with pytest.raises(ValueError, match="labels must have shape"):
-        consistency_errors(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 9), np.int32))
-
-
-def test_sample_diversity_is_zero_for_copies_and_grows_with_variety(real_fields):
-    assert sample_diversity(np.repeat(real_fields[:1], 8, axis=0)) == pytest.approx(0.0, abs=1e-12)
-    varied = sample_diversity(real_fields[:32])
-    assert 0.15 < varied < 0.5  # nuclei crops (64x64, Cellpose flows): about 0.27 on DSB held-out crops
-    with pytest.raises(ValueError, match="N >= 2"):
-        sample_diversity(real_fields[:1])
-
-
-def test_generated_field_metrics_of_real_fields_and_of_noise(tiny, real_fields):
-    reference = extract_features(real_fields, tiny)
-    metrics, labels, kept = generated_field_metrics(real_fields[:16], reference, tiny, min_objects=0, device="cpu")
-    objects = labels.reshape(16, -1).max(1)
-    assert metrics["pass_rate"] == kept.mean() >= 0.9
-    assert metrics["objects_per_mask"] == pytest.approx(objects.mean())
-    assert metrics["cells_per_crop"] == pytest.approx(objects[kept].mean())
-    assert {"fid_randinit", "kid_randinit_mean", "diversity"} <= set(metrics)
-    noise = np.random.default_rng(3).integers(0, 256, (8, CROP, CROP, 3), dtype=np.uint8)
-    metrics, _, kept = generated_field_metrics(noise, reference, tiny, device="cpu")
-    assert metrics["pass_rate"] == 0.0 and np.isnan(metrics["cells_per_crop"])
+        image_quality(real, fake, features=mean_colours)
 
 
 def test_feature_images_bring_any_channel_count_to_one_or_three_uint8_channels():

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 
-from cellsynth import encoding, quality
+from cellsynth import encoding, generated_fields, quality
 from cellsynth.figures import sample_grid
 from cellsynth.gan.networks import Generator
 from cellsynth.gan.pretrained import load_initial_weights
@@ -61,16 +61,17 @@ def train_group(
     flows = encoding.as_gan_images(encoded, method)
     downsample = params["downsample"]
     evaluation, generation = params["evaluation"], params["generation"]
+    decode_options = encoding.check_decode_options(generation.get("decode"), "mask_gan.generation.decode")
     sample = flows[np.random.default_rng(0).permutation(len(flows))[: evaluation["n_images"]]]
     features = quality.inception_features(fid["inception_weights"], fid["allow_download"], device=runtime.device)
     reference = quality.extract_features(sample, features, name="real flows")
 
     def evaluate(generator: Generator) -> dict[str, float]:
         fake = generate_images(generator, len(sample), seed=evaluation["seed"], device=runtime.device)
-        metrics, _, _ = quality.generated_field_metrics(
+        metrics, _, _ = generated_fields.generated_field_metrics(
             encoding.upscale_fields(fake, downsample, method), reference, features, method=method,
             min_objects=generation["min_objects"], max_consistency_error=generation["max_consistency_error"],
-            **generation.get("decode", {}))
+            **decode_options)
         return metrics
 
     def log(metrics: dict[str, float], step: int) -> None:
@@ -96,6 +97,7 @@ def generate_synthetic_masks(
     grid, MLflow metrics and the filter's counts per group (``generated``, ``kept``, ``diversity``)."""
     synthetic, grids, summary = {}, [], {}
     device = resolve_device(runtime["device"])
+    decode_options = encoding.check_decode_options(generation.get("decode"), "mask_gan.generation.decode")
     for group, model in sorted(models.items()):
         generator = build_generator(model["architecture"])
         generator.load_state_dict(model["G_ema"])
@@ -103,13 +105,13 @@ def generate_synthetic_masks(
                                  truncation_psi=generation["truncation_psi"], device=device, progress=True)
         fields = encoding.upscale_fields(fields, model.get("downsample", 1), encoding_params["method"])
         labels = encoding.decode_batch(fields, method=encoding_params["method"], progress=True,
-                                       **generation.get("decode", {}))
-        kept = quality.mask_filter(fields, labels, method=encoding_params["method"],
+                                       **decode_options)
+        kept = generated_fields.mask_filter(fields, labels, method=encoding_params["method"],
                                    min_objects=generation["min_objects"],
                                    max_consistency_error=generation["max_consistency_error"])
         synthetic[group] = {"flows": fields[kept], "labels": labels[kept]}
         summary[group] = {"generated": len(fields), "kept": int(kept.sum()),
-                          "diversity": quality.sample_diversity(fields) if len(fields) > 1 else None}
+                          "diversity": generated_fields.sample_diversity(fields) if len(fields) > 1 else None}
         logger.info("%s: %d of %d generated masks pass the filters", group, kept.sum(), len(fields))
         if not kept.any():
             logger.warning("%s: no generated mask passed the filters (mask_gan.generation.min_objects, "
