@@ -1,4 +1,4 @@
-"""The study report: paper-style aggregation, tables, figure, and a report whose numbers are MLflow's."""
+"""The study's results and report: paper-style aggregation, tables, figure, and a report whose numbers are MLflow's."""
 
 from __future__ import annotations
 
@@ -15,20 +15,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellsynth.report import (
-    accuracy_figure,
+from cellsynth.report import accuracy_figure, read_accuracy_csv, report_metrics, to_markdown, write_report
+from cellsynth.results import (
     accuracy_table,
     accuracy_values,
     aggregate,
     metric_names,
     per_fold,
-    read_accuracy_csv,
-    report_metrics,
     sort_experiments,
     synthetic_pairs,
-    to_markdown,
     validate_records,
-    write_report,
 )
 
 # an independent exact reading of the CSV files (pandas < 3 needs the round-trip parser)

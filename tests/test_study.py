@@ -15,6 +15,7 @@ import pytest
 
 from cellsynth import report
 from cellsynth.crops import fold_of_group
+from cellsynth.results import aggregate
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -81,4 +82,4 @@ def test_default_run_executes_the_whole_study_without_leakage(tiny_study: Path, 
         if cell["cell_type"] == "code":
             exec("".join(cell["source"]), namespace)  # noqa: S102 - our own notebook
     assert len(namespace["results"]) == len(results)
-    assert namespace["aggregated"]["mean"].tolist() == pytest.approx(report.aggregate(results)["mean"].tolist())
+    assert namespace["aggregated"]["mean"].tolist() == pytest.approx(aggregate(results)["mean"].tolist())

@@ -1,4 +1,4 @@
-"""Nodes of the ``evaluation`` pipeline: thin calls into :mod:`cellsynth.study` and :mod:`cellsynth.report`."""
+"""Nodes of the ``evaluation`` pipeline: thin calls into :mod:`cellsynth.study` and :mod:`cellsynth.results`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import mlflow
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cellsynth import report
 from cellsynth.comparison import mean_table
 from cellsynth.io import AnnotatedImage
+from cellsynth.results import metric_names
 from cellsynth.study import EmptyTrainingSet, Experiment, run_experiment, segmenters
 
 logger = logging.getLogger(__name__)
@@ -87,5 +87,5 @@ def write_study_report(
                     "structure_samples": structure_grid, "augmentation_preview": augmentation_preview},
         "title": params["title"],
     }
-    metrics = report.metric_names(results)
+    metrics = metric_names(results)
     return content, {k: {"value": v, "step": 0} for k, v in metrics.items()}
