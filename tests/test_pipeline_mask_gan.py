@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import GAN_TINY, TINY, run
+import yaml
+from conftest import GAN_TINY, REPO, TINY, run
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from cellsynth import encoding
+from cellsynth.gan.pretrained import load_initial_weights
+from cellsynth.phantom import demo_dataset
+from cellsynth.pipelines.mask_gan.pipeline import create_pipeline
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -33,7 +41,7 @@ def test_mask_gan_trains_generates_logs_and_resumes(project: Path):
 
     # a longer run with the same settings and data continues from the last checkpoint
     (checkpoints,) = list((project / "data/06_models/mask_gan_checkpoints").iterdir())
-    run(project, {**GAN_TINY, "mask_gan.training.kimg": 0.048}, pipeline="mask_gan")
+    run(project, {**GAN_TINY, "mask_gan.training.kimg": 0.048}, pipeline="mask_gan", nodes=["train_mask_gans"])
     latest = torch.load(sorted(checkpoints.glob("checkpoint-*.pt"))[-1], weights_only=False)
     assert [h["kimg"] for h in latest["history"]] == [0.016, 0.032, 0.048]
 
@@ -43,7 +51,7 @@ def test_the_demo_gan_starts_from_the_shipped_generator_and_its_masks_pass_the_f
     shipped generator, every filter at its configured value: at least half of the masks are kept."""
     settings = {**TINY, "training_scope": "all", "mask_gan.training.kimg": 0.064,
                 "mask_gan.training.snapshot_kimg": 0.032, "mask_gan.runtime.device": "cpu",
-                "mask_gan.evaluation.n_images": 8, "mask_gan.generation.n": 16}
+                "mask_gan.evaluation.n_images": 4, "mask_gan.generation.n": 16}
     run(project, settings)
     run(project, settings, pipeline="mask_gan")
     (models,) = list((project / "data/06_models/mask_gan_models.pt").iterdir())
@@ -55,3 +63,35 @@ def test_the_demo_gan_starts_from_the_shipped_generator_and_its_masks_pass_the_f
         assert synthetic["labels"].shape[1:] == (64, 64) and synthetic["flows"].shape[1:] == (64, 64, 3)
         assert all(mask.max() >= 3 for mask in synthetic["labels"])  # generation.min_objects
     assert kept >= 16 / 2
+
+
+def _generate_on_memory_catalog(generation: dict) -> dict:
+    """The ``generate_synthetic_masks`` node alone, on an in-memory catalog (as the Kedro starters test
+    their pipelines): the shipped generator as the trained model of group ``all``, conf/base's settings."""
+    params = yaml.safe_load((REPO / "conf/base/parameters_mask_gan.yml").read_text())["mask_gan"]
+    state = load_initial_weights(params["init_from"])
+    model = {"architecture": state["architecture"], "G_ema": state["G_ema"], "downsample": params["downsample"]}
+    (image, labels), = demo_dataset(n_images=1, size=64, seed=0)
+    catalog = DataCatalog({
+        "mask_gan_models": MemoryDataset({"all": model}),
+        "encoded_flows": MemoryDataset({"all": {"flows": encoding.encode_batch(labels[None])}}),
+        "params:mask_gan.generation": MemoryDataset({**params["generation"], **generation}),
+        "params:mask_gan.runtime": MemoryDataset({**params["runtime"], "device": "cpu"}),
+        "params:encoding": MemoryDataset({"method": "cellpose_flow"}),
+    })
+    SequentialRunner().run(create_pipeline().only_nodes("generate_synthetic_masks"), catalog)
+    return {name: catalog.load(name) for name in ("synthetic_masks", "mask_gan_generation_metrics",
+                                                   "mask_gan_generation_summary")}
+
+
+def test_generation_node_keeps_what_passes_the_filters_and_counts_it():
+    outputs = _generate_on_memory_catalog({"n": 16})
+    summary, kept = outputs["mask_gan_generation_summary"]["all"], outputs["synthetic_masks"]["all"]["labels"]
+    assert summary["generated"] == 16 and summary["kept"] == len(kept) >= 8
+    assert all(mask.shape == (64, 64) and mask.max() >= 3 for mask in kept)  # upscaled, min_objects
+    assert outputs["mask_gan_generation_metrics"]["all.kept"]["value"] == len(kept)
+
+
+def test_a_typo_in_the_decode_options_is_named():
+    with pytest.raises(ValueError, match=r"unknown mask_gan.generation.decode option\(s\) \['nitre'\]"):
+        _generate_on_memory_catalog({"n": 2, "decode": {"nitre": 50}})
