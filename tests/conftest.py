@@ -154,10 +154,11 @@ def nested(params: dict) -> dict:
     return result
 
 
-def run(project: Path, params: dict, pipeline: str = "data_prep") -> None:
+def run(project: Path, params: dict, pipeline: str = "data_prep", nodes: list[str] | None = None) -> None:
+    """``kedro run --pipeline <pipeline> [--nodes <nodes>] --params ...`` in this process."""
     try:
         with KedroSession.create(project_path=project, runtime_params=nested(params)) as session:
-            session.run(pipeline_name=pipeline)
+            session.run(pipeline_name=pipeline, node_names=nodes)
     finally:
         while mlflow.active_run():  # as when each `kedro run` is its own process: one MLflow run each
             mlflow.end_run()
@@ -189,7 +190,7 @@ GAN_TINY = {
     "mask_gan.downsample": 1,
     "mask_gan.init_from": None,
     "mask_gan.runtime.device": "cpu",
-    "mask_gan.evaluation.n_images": 8,
+    "mask_gan.evaluation.n_images": 4,  # FID on few images: Inception costs ~0.3 s per image on one core
     "mask_gan.generation.n": 8,
     "mask_gan.generation.min_objects": 0,
     "mask_gan.generation.max_consistency_error": 1e9,
@@ -210,11 +211,15 @@ PIX2PIX_TINY = {
 STUDY_TINY = {
     **PIX2PIX_TINY,
     "simcep_baseline.simulation.n": 8,
+    "simcep_baseline.comparison.max_masks": 4,  # FID and layout statistics on 4 masks per set
     "augmentation.experiments": ["raw", "merge"],  # pretrain and subsets: tests/test_study_plan.py
     "evaluation.stardist.epochs": {"train": 1, "finetune": 1, "subset": 1},
     "evaluation.stardist.settings.steps_per_epoch": 2,
     "evaluation.stardist.settings.patch_size": [32, 32],
+    "evaluation.stardist.settings.nms_threshs": [0.4],  # one point of the threshold grid
+    "evaluation.stardist.settings.iou_threshs": [0.5],
     "evaluation.cellpose.epochs": {"train": 1, "finetune": 1, "subset": 1},
     "evaluation.cellpose.settings.bsize": 32,
+    "evaluation.cellpose.settings.rescale": False,  # native size: 9x fewer pixels (rescale: test_segmentation)
     "evaluation.log_models": False,
 }

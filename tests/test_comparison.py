@@ -29,8 +29,8 @@ def _images(labels: np.ndarray) -> np.ndarray:
 
 
 def test_identical_sets_are_at_zero_and_other_layouts_farther(features):
-    dense = np.stack(simcep.simulate(simcep.SimcepParams(cells_per_crop=12, radius_min=3, radius_max=5), 6, 48, 0))
-    sparse = np.stack(simcep.simulate(simcep.SimcepParams(cells_per_crop=3, radius_min=6, radius_max=9), 6, 48, 1))
+    dense = np.stack(simcep.simulate(simcep.SimcepParams(cells_per_crop=12, radius_min=3, radius_max=5), 4, 48, 0))
+    sparse = np.stack(simcep.simulate(simcep.SimcepParams(cells_per_crop=3, radius_min=6, radius_max=9), 4, 48, 1))
     normalizer = ChannelNormalizer([0], [255], "uint8")
     scores = compare_mask_sets(MaskSet(dense, _images(dense)),
                                {"same": MaskSet(dense, _images(dense)), "sparse": MaskSet(sparse, _images(sparse)),

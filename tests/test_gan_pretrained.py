@@ -63,7 +63,7 @@ def test_shipped_generator_masks_pass_the_configured_filters():
     labels = encoding.decode_batch(fields, device="cpu")
     generation = params["generation"]
     kept = generated_fields.mask_filter(fields, labels, min_objects=generation["min_objects"],
-                               max_consistency_error=generation["max_consistency_error"])
+                                        max_consistency_error=generation["max_consistency_error"])
     assert kept.mean() >= 0.5
     assert generated_fields.sample_diversity(fields) > 0.1  # not one field repeated
 

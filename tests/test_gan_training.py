@@ -53,12 +53,12 @@ def test_resume_continues_bit_identically(images, tmp_path):
 
 
 def test_the_newest_checkpoint_is_the_one_furthest_on(tmp_path):
-    """Snapshots at 504 and 1000 images (batch 8, every 0.5 kimg): resuming starts from 1000, not 504
-    (checkpoints once named 1000 images "1" and 504 images "504", and resumed from the older one)."""
+    """Snapshots at 520 and 1000 images (batch 40, every 0.5 kimg): resuming starts from 1000, not 520
+    (checkpoints once named 1000 images "1" and 520 images "520", and resumed from the older one)."""
     data = (np.random.default_rng(0).random((8, 32, 32, 3)) * 255).astype(np.uint8)
-    config = GANConfig(kimg=1.0, snapshot_kimg=0.5, **{**TINY, "batch": 8})
+    config = GANConfig(kimg=1.0, snapshot_kimg=0.5, **{**TINY, "batch": 40})
     train_gan(data, config, CheckpointStore(tmp_path), start_runtime("cpu", "fp32", seed=0), progress=False)
-    assert [p.name for p in CheckpointStore(tmp_path).paths()] == ["checkpoint-000504.pt", "checkpoint-001000.pt"]
+    assert [p.name for p in CheckpointStore(tmp_path).paths()] == ["checkpoint-000520.pt", "checkpoint-001000.pt"]
     assert CheckpointStore(tmp_path).latest()["nimg"] == 1000
 
 

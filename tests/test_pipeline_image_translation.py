@@ -59,7 +59,8 @@ def test_image_translation_trains_per_fold_translates_measures_and_resumes(
 
     # asking for more epochs continues the finished runs instead of starting over
     project = copy_run(tiny_study, tmp_path / "resumed", monkeypatch)
-    run(project, {**STUDY_TINY, "image_translation.training.epochs": 3}, pipeline="image_translation")
+    run(project, {**STUDY_TINY, "image_translation.training.epochs": 3}, pipeline="image_translation",
+        nodes=["train_pix2pix_models"])
     latest = max((project / "data/06_models/pix2pix_models.pt").iterdir())
     models = torch.load(latest / "pix2pix_models.pt", weights_only=False)
     assert [h["epoch"] for h in models["fold_0"]["history"]] == [1.0, 2.0, 3.0]

@@ -56,6 +56,10 @@ def test_a_plan_that_trains_on_test_images_or_another_folds_synthetic_data_is_re
         plan_experiments(folds, ["raw", "mixup"])
 
 
+# Cellpose, because it trains in a second (StarDist's tiny training takes 3-4 s): the stage logic is the same.
+CELLPOSE_TINY = {"batch_size": 2, "bsize": 32, "rescale": False}
+
+
 def _sample(name: str, seed: int, empty: bool = False) -> AnnotatedImage:
     rng = np.random.default_rng(seed)
     centres = [tuple(int(v) for v in rng.integers(8, 56, 2)) for _ in range(5)]
@@ -70,12 +74,11 @@ def test_pretraining_then_fine_tuning_runs_resumes_and_refuses_empty_data(tmp_pa
                  "fold_0-empty": [_sample("gan_e", 20, empty=True)]}
     experiment = Experiment(0, "pretrain", (Stage((), "fold_0", "train"), Stage(("im0", "im1"), None, "finetune")),
                             ("im2",), ("im3",))
-    settings = {"steps_per_epoch": 1, "batch_size": 2, "unet_n_depth": 2, "unet_n_filter_base": 8,
-                "net_conv_after_unet": 16, "patch_size": [32, 32], "n_rays": 16}
+    settings = CELLPOSE_TINY
     augmenter = {"elastic": True, "p_elastic": 0.5}
-    stardist = segmenters()["stardist"]
+    cellpose = segmenters()["cellpose"]
     args = (settings, {"train": 1, "finetune": 1, "subset": 1}, {}, augmenter, 0, real, synthetic, tmp_path)
-    record = run_experiment(experiment, stardist, *args)
+    record = run_experiment(experiment, cellpose, *args)
     assert record["trained_on"] == ["im0", "im1"] and record["synthetic_pairs"] == 2
     assert 0 <= record["accuracy"] <= 1 and Path(record["model_path"]).name.startswith("stage1-")
     assert len(list(tmp_path.iterdir())) == 2  # one model folder per stage
@@ -83,35 +86,34 @@ def test_pretraining_then_fine_tuning_runs_resumes_and_refuses_empty_data(tmp_pa
     def no_training(*args, **kwargs):
         raise AssertionError("a finished stage was trained again")
 
-    again = run_experiment(experiment, dataclasses.replace(stardist, train=no_training), *args)
+    again = run_experiment(experiment, dataclasses.replace(cellpose, train=no_training), *args)
     assert again == record
 
     empty = Experiment(0, "pretrain", (Stage((), "fold_0-empty", "train"),), ("im2",), ("im3",))
     with pytest.raises(EmptyTrainingSet, match="no labelled object"):
-        run_experiment(empty, stardist, *args)
-    with pytest.raises(ValueError, match=r"unknown evaluation.stardist.settings parameter\(s\) \['n_ray'\]"):
-        run_experiment(experiment, stardist, {**settings, "n_ray": 8}, *args[1:])
+        run_experiment(empty, cellpose, *args)
+    with pytest.raises(ValueError, match=r"unknown evaluation.cellpose.settings parameter\(s\) \['bsize_'\]"):
+        run_experiment(experiment, cellpose, {**settings, "bsize_": 8}, *args[1:])
 
 
 def test_merge_without_synthetic_pairs_reuses_the_raw_model(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """Stages are stored by content: ``merge`` with an empty synthetic group is ``raw`` again, so it is
     not trained twice; a repeat (another seed) is a different stage."""
     real = {f"im{i}": _sample(f"im{i}", i) for i in range(4)}
-    settings = {"steps_per_epoch": 1, "batch_size": 2, "unet_n_depth": 2, "unet_n_filter_base": 8,
-                "net_conv_after_unet": 16, "patch_size": [32, 32], "n_rays": 16}
-    stardist = segmenters()["stardist"]
+    settings = CELLPOSE_TINY
+    cellpose = segmenters()["cellpose"]
     raw = Experiment(0, "raw", (Stage(("im0", "im1"), None, "train"),), ("im2",), ("im3",))
     merge = Experiment(0, "merge", (Stage(("im0", "im1"), "fold_0", "train"),), ("im2",), ("im3",))
     args = (settings, {"train": 1, "finetune": 1, "subset": 1}, {}, {"elastic": False}, 0, real, {"fold_0": []},
             tmp_path)
-    raw_record = run_experiment(raw, stardist, *args)
+    raw_record = run_experiment(raw, cellpose, *args)
 
     def no_training(*args, **kwargs):
         raise AssertionError("merge without synthetic pairs was trained again")
 
-    merge_record = run_experiment(merge, dataclasses.replace(stardist, train=no_training), *args)
+    merge_record = run_experiment(merge, dataclasses.replace(cellpose, train=no_training), *args)
     assert merge_record["model_path"] == raw_record["model_path"] and merge_record["synthetic_pairs"] == 0
     assert merge_record["accuracy"] == raw_record["accuracy"]
     assert "fold_0 holds no pairs" in caplog.text
-    repeat = run_experiment(raw, stardist, *args[:4], 1, *args[5:])
+    repeat = run_experiment(raw, cellpose, *args[:4], 1, *args[5:])
     assert repeat["model_path"] != raw_record["model_path"]
