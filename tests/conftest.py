@@ -15,11 +15,7 @@ import torch.nn.functional as F
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from skimage.io import imsave
-from stardist import data as stardist_data
 from torch import nn
-
-from cellsynth.encoding import encode_batch
-from cellsynth.quality import InceptionFeatures
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -72,6 +68,11 @@ def single_thread():
 @pytest.fixture(scope="session")
 def real_fields() -> np.ndarray:
     """``(64, 64, 64, 3)`` uint8 flow fields of the 64x64 tiles of stardist's annotated nuclei image."""
+    # Imported here, not at the top: every pytest start-up would pay for them (about 2 s).
+    from stardist import data as stardist_data
+
+    from cellsynth.encoding import encode_batch
+
     _, mask = stardist_data.test_image_nuclei_2d(return_mask=True)
     tiles = [mask[r : r + 64, c : c + 64] for r in range(0, 512, 64) for c in range(0, 512, 64)]
     return encode_batch(np.stack(tiles))
@@ -85,8 +86,10 @@ class MeanColours(nn.Module):
 
 
 @pytest.fixture
-def mean_colours() -> InceptionFeatures:
+def mean_colours():
     """:class:`MeanColours` as an extractor for :mod:`cellsynth.quality`: FID arithmetic without Inception."""
+    from cellsynth.quality import InceptionFeatures
+
     return InceptionFeatures(module=MeanColours(), standard=False, name="mean-colours")
 
 
