@@ -24,6 +24,7 @@ cannot resize them afterwards in the same process.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -161,6 +162,32 @@ def configure_tensorflow(threads: int | None) -> None:
             logger.info("TensorFlow already initialised with %s intra-op threads; keeping them", current)
 
 
+# glibc's own ceiling for its dynamic mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX).
+GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>
+
+
+def restore_malloc_thresholds() -> bool:
+    """Undo the malloc setting TensorFlow leaves behind after training on a Python generator.
+
+    TensorFlow's ``GeneratorDataset`` (StarDist feeds Keras from a generator) calls
+    ``mallopt(M_MMAP_THRESHOLD, 128 KiB)`` on Python 3.11, which also switches off
+    glibc's dynamic threshold. From then on every block over 128 KiB is a fresh
+    ``mmap``, so torch work later in the same process (Cellpose training, FID)
+    page-faults on each tensor: a small Cellpose training takes 1.8x as long (see
+    ``benchmarks/README.md``). This sets the thresholds to the values glibc's dynamic
+    rule settles at. Returns False where there is no glibc ``mallopt`` (macOS, musl).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(_M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD_MAX)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, 2 * GLIBC_MMAP_THRESHOLD_MAX)
+    )
+
+
 def _seed_tensorflow(seed: int) -> None:
     _load_tensorflow()
     import keras
@@ -294,12 +321,15 @@ def train_stardist(
             "fine-tuned" if init_from is not None else "from scratch", len(train_pairs), len(val_pairs),
             settings.epochs, settings.steps_per_epoch,
         )
-        history = model.train(
-            [x for x, _ in train_pairs], [y for _, y in train_pairs],
-            validation_data=([x for x, _ in val_pairs], [y for _, y in val_pairs]),
-            augmenter=augmenter, seed=settings.seed,
-            epochs=settings.epochs, steps_per_epoch=settings.steps_per_epoch,
-        )
+        try:
+            history = model.train(
+                [x for x, _ in train_pairs], [y for _, y in train_pairs],
+                validation_data=([x for x, _ in val_pairs], [y for _, y in val_pairs]),
+                augmenter=augmenter, seed=settings.seed,
+                epochs=settings.epochs, steps_per_epoch=settings.steps_per_epoch,
+            )
+        finally:
+            restore_malloc_thresholds()
         trained_s = time.perf_counter() - started
         # Thresholds on the unpadded validation images: prediction pads by itself.
         thresholds = model.optimize_thresholds(
