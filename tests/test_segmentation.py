@@ -282,7 +282,7 @@ def served_by_mmap(nbytes: int) -> bool:
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
 def test_stardist_training_leaves_malloc_serving_tensors_from_the_heap(stardist_model: Path) -> None:
     # TensorFlow's generator input set a 128 KiB mmap threshold; left so, every later torch
-    # tensor page-faults in fresh (Cellpose trained 1.7x slower after StarDist).
+    # tensor page-faults in fresh (Cellpose trained 1.8x slower after StarDist).
     assert not served_by_mmap(1 << 20)
     assert served_by_mmap(2 * GLIBC_MMAP_THRESHOLD_MAX)
 
