@@ -183,3 +183,16 @@ def test_controller_clamps_at_one():
     controller.observe(torch.ones(32))
     assert controller.p == 1.0
     assert math.isclose(controller.step_size, 32 / 10)
+
+
+def test_controller_stops_at_max_p_and_rejects_a_start_above_it():
+    controller = AdaptiveAugmentController(batch_size=32, interval=1, adjust_kimg=0.1, p=0.4, max_p=0.5)
+    for _ in range(5):
+        controller.observe(torch.ones(32))  # overfitting: p would climb past 1 without the cap
+    assert controller.p == 0.5
+    controller.observe(-torch.ones(32))
+    assert controller.p == pytest.approx(0.5 - controller.step_size)
+    with pytest.raises(ValueError, match="max_p"):
+        AdaptiveAugmentController(batch_size=32, p=0.6, max_p=0.5)
+    with pytest.raises(ValueError, match="max_p"):
+        AdaptiveAugmentController(batch_size=32, max_p=1.5)

@@ -164,12 +164,18 @@ def test_checkpoints_of_another_architecture_are_refused(images, tmp_path):
                                                  ("modulation", "fused", "mask_gan.modulation"),
                                                  ("objective", "wasserstein", "mask_gan.objective"),
                                                  ("d_learning_rate", 0.0, "mask_gan.d_learning_rate"),
-                                                 ("blur_sigma", -1.0, "mask_gan.blur_sigma")])
+                                                 ("blur_sigma", -1.0, "mask_gan.blur_sigma"),
+                                                 ("ada_max_p", 1.2, "mask_gan.ada_max_p")])
 def test_bad_settings_are_named(key, value, message):
     with pytest.raises(ValueError, match=message):
         GANConfig(**{**TINY, key: value})
     with pytest.raises(ValueError, match="unknown mask_gan parameter"):
         GANConfig.from_params({"kimgs": 3})
+
+
+def test_an_initial_p_above_the_cap_is_named():
+    with pytest.raises(ValueError, match="mask_gan.ada_max_p"):
+        GANConfig(**TINY, aug_p=0.7, ada_max_p=0.5)
 
 
 def test_bad_training_images_are_named(tmp_path):

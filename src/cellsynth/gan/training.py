@@ -89,6 +89,7 @@ class GANConfig:
     ada_target: float = 0.6
     ada_interval: int = 4
     ada_kimg: float = 500.0
+    ada_max_p: float = 1.0
     vector_channels: tuple[int, int] | None = (1, 2)
     snapshot_kimg: float = 50.0
     conv_clamp: float | None = 256.0
@@ -113,8 +114,12 @@ class GANConfig:
         for name in ("batch", "r1_interval", "pl_interval", "ada_interval", "mbstd_group_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"mask_gan.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ada_max_p <= 1.0:
+            raise ValueError(f"mask_gan.ada_max_p must be in [0, 1], got {self.ada_max_p}")
         if not 0.0 <= self.aug_p <= 1.0:
             raise ValueError(f"mask_gan.aug_p must be in [0, 1], got {self.aug_p}")
+        if self.aug == "ada" and self.aug_p > self.ada_max_p:
+            raise ValueError(f"mask_gan.aug_p ({self.aug_p}) must not exceed mask_gan.ada_max_p ({self.ada_max_p})")
         if self.vector_channels is not None:
             self.vector_channels = tuple(self.vector_channels)
 
@@ -348,7 +353,8 @@ def _setup(config: GANConfig, resolution: int, channels: int, runtime: Runtime) 
         set_modulation(net, grouped=config.modulation == "grouped")
     augment_pipe = _augment_pipe(config, channels).to(runtime.device) if config.aug != "none" else None
     controller = (AdaptiveAugmentController(target=config.ada_target, adjust_kimg=config.ada_kimg,
-                                            batch_size=config.batch, interval=config.ada_interval, p=config.aug_p)
+                                            batch_size=config.batch, interval=config.ada_interval, p=config.aug_p,
+                                            max_p=config.ada_max_p)
                   if config.aug == "ada" else None)
     r1_gamma = auto_r1_gamma(resolution, config.batch) if config.r1_gamma is None else config.r1_gamma
     loss = StyleGAN2Loss(nets.generator, nets.discriminator, augment_pipe, r1_gamma=r1_gamma,
