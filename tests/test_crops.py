@@ -10,6 +10,7 @@ from cellsynth.crops import (
     crops_from_images,
     extract_crops,
     fold_of_group,
+    group_seed,
     heldout_groups,
     make_folds,
     subset_group,
@@ -128,3 +129,10 @@ def test_subset_groups_hold_nested_shares_of_the_fold_training_images():
     assert fold_of_group("all") is None
     with pytest.raises(ValueError, match="fractions"):
         training_subset(names, 1.5, 0)
+
+
+def test_each_group_draws_its_own_stable_seed():
+    seeds = {group: group_seed(0, group) for group in ("fold_0", "fold_1", "fold_2", "fold_0-subset_0.25")}
+    assert len(set(seeds.values())) == 4
+    assert group_seed(0, "fold_1") == seeds["fold_1"]  # the same in every run and process
+    assert group_seed(7, "all") == 7

@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 
 from cellsynth import encoding, generated_fields, quality
+from cellsynth.crops import group_seed
 from cellsynth.figures import sample_grid
 from cellsynth.gan.networks import Generator
 from cellsynth.gan.pretrained import load_initial_weights
@@ -55,7 +56,7 @@ def train_group(
     group: str, encoded: np.ndarray, params: dict[str, Any], method: str, fid: dict[str, Any], runtime: Runtime
 ) -> tuple[GANTrainingResult, CheckpointStore]:
     """Train (or resume, or load) the mask GAN of one group; shared by the node and the torchrun entry point."""
-    config = GANConfig.from_params(params["training"])
+    config = GANConfig.from_params({**params["training"], "seed": group_seed(params["training"]["seed"], group)})
     if method != "cellpose_flow":
         config.vector_channels = None  # only the flow encoding has vector channels
     flows = encoding.as_gan_images(encoded, method)
@@ -101,7 +102,7 @@ def generate_synthetic_masks(
     for group, model in sorted(models.items()):
         generator = build_generator(model["architecture"])
         generator.load_state_dict(model["G_ema"])
-        fields = generate_images(generator, generation["n"], seed=generation["seed"],
+        fields = generate_images(generator, generation["n"], seed=group_seed(generation["seed"], group),
                                  truncation_psi=generation["truncation_psi"], device=device, progress=True)
         fields = encoding.upscale_fields(fields, model.get("downsample", 1), encoding_params["method"])
         labels = encoding.decode_batch(fields, method=encoding_params["method"], progress=True,

@@ -13,6 +13,7 @@ import pandas as pd
 
 from cellsynth import quality, simcep
 from cellsynth.comparison import MaskSet, compare_mask_sets, comparison_table
+from cellsynth.crops import group_seed
 from cellsynth.figures import panel_grid
 from cellsynth.io import AnnotatedImage
 from cellsynth.metrics import with_group_means
@@ -45,7 +46,7 @@ def simulate_simcep_masks(
     masks = {}
     for group, model in sorted(fitted.items()):
         labels = simcep.simulate(simcep.SimcepParams.from_dict(model["parameters"]), params["simulation"]["n"],
-                                 model["size"], params["simulation"]["seed"])
+                                 model["size"], group_seed(params["simulation"]["seed"], group))
         masks[group] = {"labels": np.stack(labels).astype(np.int32)}
     return masks
 
