@@ -11,6 +11,7 @@ from cellsynth.comparison import (
     compare_mask_sets,
     comparison_table,
     mean_table,
+    readable_quality_table,
 )
 from cellsynth.quality import inception_features
 from cellsynth.translation import ChannelNormalizer
@@ -65,3 +66,17 @@ def test_comparison_table_has_a_row_per_group_and_set_and_the_means():
                                                                                 "gan": {"flows.fid": 5.0}}
     with pytest.raises(ValueError, match="no group"):
         comparison_table({})
+
+
+def test_quality_table_reads_without_a_glossary_and_marks_the_closer_set():
+    table = comparison_table({"fold_0": {
+        "real": {"flows.fid_randinit": 1.0, "flows.kid_randinit_std": 0.1, "layout.ripley_l": 0.5},
+        "gan": {"flows.fid_randinit": 3.0, "flows.kid_randinit_std": 0.2, "layout.ripley_l": 2.0},
+        "simcep": {"flows.fid_randinit": 5.0, "flows.kid_randinit_std": 0.1, "layout.ripley_l": 1.0}}})
+    readable = readable_quality_table(mean_table(table))
+    assert list(readable.columns) == ["real training crops", "GAN", "SIMCEP", "closer to real"]
+    assert "lower is closer" in readable.index.name
+    rows = readable["closer to real"].to_dict()
+    assert rows == {"FID of the masks (as flow fields), random-init Inception": "GAN",
+                    "KID of the masks (as flow fields), spread, random-init Inception": "",
+                    "Ripley's L (px): distribution distance": "SIMCEP"}

@@ -121,6 +121,49 @@ def mean_table(table: pd.DataFrame) -> pd.DataFrame:
     return means[[c for c in means.columns if c.split(".")[0] in ("flows", "images", "layout")]].T
 
 
+_SPACES = {"flows": "masks (as flow fields)", "images": "images"}
+_SCORES = {"fid": "FID", "kid": "KID"}
+_LAYOUT = {"cells_per_crop": "cells per crop", "area": "object area (px²)", "eccentricity": "eccentricity",
+           "nn_distance": "nearest-neighbour distance (px)", "orientation_coherence": "orientation coherence",
+           "ripley_l": "Ripley's L (px)"}
+_SET_NAMES = {"real": "real training crops", "gan": "GAN", "simcep": "SIMCEP"}
+
+
+def plain_metric_name(key: str) -> str:
+    """A row name that reads without a glossary: ``flows.kid_randinit_std`` -> "KID of the masks (as flow
+    fields), spread, random-init Inception"; ``layout.ripley_l`` -> "Ripley's L (px): distribution distance"."""
+    space, _, metric = key.partition(".")
+    if space == "layout":
+        return f"{_LAYOUT.get(metric, metric)}: distribution distance"
+    score, *rest = metric.split("_")
+    words = [f"{_SCORES.get(score, score)} of the {_SPACES.get(space, space)}"]
+    words += ["spread" for part in rest if part == "std"]
+    words += ["random-init Inception" for part in rest if part == "randinit"]
+    return ", ".join(words)
+
+
+def readable_quality_table(means: pd.DataFrame) -> pd.DataFrame:
+    """:func:`mean_table` as a reader gets it: plain row names, plain set names, and per row which of
+    GAN and SIMCEP lies closer to the held-out real crops.
+
+    Every value is a distance to each fold's held-out real crops (lower is closer), averaged over
+    folds; the ``real training crops`` column is the floor, how far other real crops of the same
+    tissue lie. Spreads (``_std`` rows) get no verdict.
+    """
+    table = means.rename(columns=lambda name: _SET_NAMES.get(name, name))
+    closer = []
+    for key, row in table.iterrows():
+        gan, sim = row.get("GAN", np.nan), row.get("SIMCEP", np.nan)
+        if key.endswith("_std") or pd.isna(gan) or pd.isna(sim) or gan == sim:
+            closer.append("")
+        else:
+            closer.append("GAN" if gan < sim else "SIMCEP")
+    table = table.assign(**{"closer to real": closer})
+    table.index = [plain_metric_name(key) for key in table.index]
+    table.index.name = "distance to held-out real crops (lower is closer)"
+    return table
+
+
 def _subsample(masks: MaskSet, max_masks: int | None, seed: int) -> MaskSet:
     if max_masks is None or len(masks.labels) <= max_masks:
         return masks

@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cellsynth.comparison import mean_table
+from cellsynth.comparison import mean_table, readable_quality_table
 from cellsynth.io import AnnotatedImage
 from cellsynth.results import metric_names
 from cellsynth.study import EmptyTrainingSet, Experiment, run_experiment, segmenters
@@ -81,7 +81,7 @@ def write_study_report(
     filter_table.index.name = "group"
     content = {
         "records": results,
-        "quality_table": mean_table(structure_comparison),
+        "quality_table": readable_quality_table(mean_table(structure_comparison)),
         "gan_filter": filter_table,
         "figures": {"mask_gan_samples": mask_gan_grid, "image_translation_samples": translation_grid,
                     "structure_samples": structure_grid, "augmentation_preview": augmentation_preview},
