@@ -20,6 +20,7 @@ from cellsynth.translation import (
     train_pix2pix,
     translate,
 )
+from cellsynth.translation.networks import upsampling_layer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -37,9 +38,10 @@ def _crops(n_images: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(labels), np.stack(images)
 
 
-@pytest.mark.parametrize("in_channels, out_channels, size", [(1, 1, 32), (3, 3, 64), (2, 4, 32)])
-def test_generator_maps_masks_to_images_of_the_same_size(in_channels, out_channels, size):
-    generator = UNetGenerator(in_channels, out_channels, base_filters=4, resolution=size)
+@pytest.mark.parametrize("in_channels, out_channels, size, upsample",
+                         [(1, 1, 32, "transposed"), (3, 3, 64, "transposed"), (2, 4, 32, "resize")])
+def test_generator_maps_masks_to_images_of_the_same_size(in_channels, out_channels, size, upsample):
+    generator = UNetGenerator(in_channels, out_channels, base_filters=4, resolution=size, upsample=upsample)
     assert generator.depth == int(np.log2(size))  # depth 8 limited so the bottleneck is 1x1
     out = generator(torch.randn(2, in_channels, size, size))
     assert out.shape == (2, out_channels, size, size)
@@ -52,6 +54,17 @@ def test_generator_keeps_dropout_noise_in_eval_mode():
     assert not torch.equal(generator(x), generator(x))
     quiet = UNetGenerator(1, 1, base_filters=4, resolution=32, dropout=0.0).eval()
     assert torch.equal(quiet(x), quiet(x))
+
+
+@pytest.mark.parametrize("upsample, checkerboard", [("transposed", True), ("resize", False)])
+def test_only_the_transposed_decoder_paints_a_checkerboard_on_flat_input(upsample, checkerboard):
+    """Odena et al. 2016: a 4x4 stride-2 transposed convolution weighs the four output phases with
+    different kernel taps, so even a constant input comes out as a 2x2-periodic pattern."""
+    torch.manual_seed(0)
+    layer = upsampling_layer(upsample, 8, 1, bias=False)
+    out = layer(torch.ones(1, 8, 8, 8))[0, 0, 2:-2, 2:-2]  # away from the borders
+    phases = torch.stack([out[i::2, j::2].mean() for i in (0, 1) for j in (0, 1)])
+    assert bool(phases.std() > 1e-3 * phases.abs().mean()) is checkerboard
 
 
 def test_patch_discriminator_has_70px_patches():
@@ -72,6 +85,7 @@ def test_weights_are_initialised_from_a_narrow_normal():
     ({"in_channels": 1, "out_channels": 1, "resolution": 16}, "resolution"),
     ({"in_channels": 1, "out_channels": 1, "dropout": 1.0}, "dropout"),
     ({"in_channels": 1, "out_channels": 1, "norm": "layer"}, "norm"),
+    ({"in_channels": 1, "out_channels": 1, "upsample": "bilinear"}, "upsample"),
 ])
 def test_generator_rejects_bad_parameters(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -216,6 +230,7 @@ def test_resume_refuses_another_architecture(tmp_path):
     ({"gan_loss": "hinge"}, "image_translation.gan_loss"),
     ({"representation": "rgb"}, "image_translation.representation"),
     ({"norm": "group"}, "image_translation.norm"),
+    ({"upsample": "pixelshuffle"}, "image_translation.upsample"),
     ({"checkpoint_every": 0}, "image_translation.checkpoint_every"),
     ({"dropout": 1.5}, "image_translation.dropout"),
     ({"epochs": "10"}, "image_translation.epochs"),

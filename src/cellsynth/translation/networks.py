@@ -8,6 +8,12 @@ connections and ends in a convolution to the output channels and ``tanh``. The
 70x70 discriminator is ``C64-C128-C256-C512`` then a 1-channel convolution,
 one logit per overlapping patch.
 
+The decoder's ``upsample="transposed"`` is the paper's 4x4 stride-2 transposed convolution.
+Its kernel overlaps unevenly across output pixels, which paints a checkerboard texture until the
+network learns to cancel it (Odena, Dumoulin & Olah 2016, "Deconvolution and checkerboard
+artifacts", Distill); ``"resize"`` upsamples by nearest neighbour and then convolves (3x3), which
+weighs every output pixel alike and so cannot make that pattern.
+
 Normalisation uses the statistics of the current batch in training *and* at
 inference (``track_running_stats=False``), as the paper applies batch
 normalisation "using the statistics of the test batch"; with batch size 1 this is
@@ -26,6 +32,8 @@ from torch import Tensor, nn
 
 Norm = Literal["batch", "instance"]
 NORMS: tuple[str, ...] = ("batch", "instance")
+Upsample = Literal["transposed", "resize"]
+UPSAMPLES: tuple[str, ...] = ("transposed", "resize")
 MIN_RESOLUTION = 32
 # Encoder/discriminator filter counts grow as base * 2^i up to base * 8 (512 for base 64).
 _MAX_FILTER_MULTIPLIER = 8
@@ -98,6 +106,9 @@ class UNetGenerator(nn.Module):
         it translates any square power-of-two input that is a multiple of ``2**depth``.
     norm
         ``"batch"`` (paper) or ``"instance"``.
+    upsample
+        ``"transposed"`` (paper) or ``"resize"`` (nearest-neighbour upsampling, then a 3x3
+        convolution: no checkerboard texture).
 
     Notes
     -----
@@ -114,8 +125,11 @@ class UNetGenerator(nn.Module):
         dropout: float = 0.5,
         resolution: int = 256,
         norm: Norm = "batch",
+        upsample: Upsample = "transposed",
     ):
         super().__init__()
+        if upsample not in UPSAMPLES:
+            raise ValueError(f"upsample must be one of {UPSAMPLES}, got {upsample!r}")
         for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels"),
                             (base_filters, "base_filters"), (depth, "depth")):
             _check_positive(value, name)
@@ -142,13 +156,13 @@ class UNetGenerator(nn.Module):
         # concatenated with encoder level i (the skip connection). Innermost first.
         self.decoder = nn.ModuleList()
         for n, i in enumerate(range(self.depth - 2, -1, -1)):
-            layers = [nn.ConvTranspose2d(previous, filters[i], 4, 2, 1, bias=False), _norm_layer(norm, filters[i])]
+            layers = [upsampling_layer(upsample, previous, filters[i], bias=False), _norm_layer(norm, filters[i])]
             if n < 3:
                 layers.append(InferenceDropout(dropout))
             layers.append(nn.ReLU())
             self.decoder.append(nn.Sequential(*layers))
             previous = 2 * filters[i]
-        self.output = nn.Sequential(nn.ConvTranspose2d(previous, out_channels, 4, 2, 1), nn.Tanh())
+        self.output = nn.Sequential(upsampling_layer(upsample, previous, out_channels, bias=True), nn.Tanh())
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -163,6 +177,14 @@ class UNetGenerator(nn.Module):
         for layer, skip in zip(self.decoder, reversed(skips[:-1])):
             x = torch.cat([layer(x), skip], dim=1)
         return self.output(x)
+
+
+def upsampling_layer(kind: str, in_channels: int, out_channels: int, bias: bool) -> nn.Module:
+    """A layer that doubles the resolution: the paper's transposed convolution, or resize-convolution."""
+    if kind == "transposed":
+        return nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                         nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=bias, padding_mode="reflect"))
 
 
 class PatchDiscriminator(nn.Module):

@@ -44,6 +44,7 @@ from cellsynth.translation.masks import (
 )
 from cellsynth.translation.networks import (
     NORMS,
+    UPSAMPLES,
     PatchDiscriminator,
     UNetGenerator,
     check_resolution,
@@ -82,6 +83,7 @@ class Pix2PixConfig:
     d_layers: int = 3
     dropout: float = 0.5
     norm: str = "batch"
+    upsample: str = "transposed"  # the paper's; "resize" paints no checkerboard (translation.networks)
     representation: str = "label"  # the paper's choice: the raw labelled mask, ids permuted per sample
     checkpoint_every: int = 10
     seed: int = 0
@@ -106,7 +108,8 @@ class Pix2PixConfig:
             raise ValueError(f"image_translation.lambda_l1 must be >= 0, got {self.lambda_l1}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"image_translation.dropout must be in [0, 1), got {self.dropout}")
-        for name, allowed in (("gan_loss", ("bce", "lsgan")), ("norm", NORMS), ("representation", REPRESENTATIONS)):
+        for name, allowed in (("gan_loss", ("bce", "lsgan")), ("norm", NORMS), ("upsample", UPSAMPLES),
+                              ("representation", REPRESENTATIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"image_translation.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
@@ -196,7 +199,7 @@ def train_pix2pix(
     architecture = {
         "in_channels": mask_channels(config.representation), "out_channels": channels,
         "base_filters": config.g_filters, "depth": config.g_depth, "dropout": config.dropout,
-        "resolution": resolution, "norm": config.norm,
+        "resolution": resolution, "norm": config.norm, "upsample": config.upsample,
     }
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     generator = build_generator(architecture).to(device, memory_format=memory_format)
