@@ -477,6 +477,33 @@ def paired_similarity(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
     return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
 
 
+def translation_quality(
+    real: np.ndarray, generated: np.ndarray, features: InceptionFeatures, reference: ImageFeatures | None = None
+) -> dict[str, float]:
+    """How close images painted from real masks come to the real images of those masks.
+
+    Parameters
+    ----------
+    real, generated
+        ``(N, H, W, C)`` float in [-1, 1], scaled by one normaliser, pair ``i`` from mask ``i``.
+    features
+        The FID extractor (:func:`inception_features`).
+    reference
+        :func:`extract_features` of ``feature_images(real)``, when already computed.
+
+    Returns
+    -------
+    dict
+        :func:`paired_similarity` (``psnr``, ``ssim``) and, for ``N >= 2``, :func:`image_quality`
+        of the generated against the real images (FID/KID).
+    """
+    scores = paired_similarity(real, generated)
+    if len(real) >= 2:
+        reference = reference or extract_features(feature_images(real), features, name="real images")
+        scores.update(image_quality(reference, feature_images(generated), features=features))
+    return scores
+
+
 def _check_images(images: Any, name: str, min_count: int) -> None:
     if not isinstance(images, np.ndarray):
         raise ValueError(f"{name} must be a numpy array of uint8 images (N, H, W, C), got {type(images).__name__}")

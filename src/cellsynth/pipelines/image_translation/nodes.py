@@ -138,10 +138,8 @@ def evaluate_translation(
         real = normalizer.forward(heldout["images"])
         generated = normalizer.forward(_translate(model, heldout["labels"], params["generation"], device))
         reference = quality.extract_features(quality.feature_images(real), features, name=f"{group} real images")
-        scores = {f"heldout.{k}": v for k, v in quality.paired_similarity(real, generated).items()}
-        if len(real) >= 2:
-            scores.update({f"heldout.{k}": v for k, v in quality.image_quality(
-                reference, quality.feature_images(generated), features=features).items()})
+        scores = {f"heldout.{k}": v for k, v in quality.translation_quality(real, generated, features,
+                                                                            reference).items()}
         pairs = synthetic_pairs.get(group, [])
         if len(pairs) >= 2 and len(real) >= 2:
             synthetic = normalizer.forward(np.stack([p.image for p in pairs]))
