@@ -20,6 +20,8 @@ from cellsynth.results import (
     accuracy_table,
     accuracy_values,
     aggregate,
+    difference_table,
+    differences,
     metric_names,
     per_fold,
     sort_experiments,
@@ -289,7 +291,7 @@ def test_write_report_writes_a_self_contained_page_with_mlflow_numbers(tmp_path:
     assert read_accuracy_csv(folder / "accuracy_per_fold.csv").equals(per_fold(records))
 
     markdown = (folder / "accuracy.md").read_text(encoding="utf-8")
-    assert cells(markdown.splitlines()[0]) == ["experiment", "stardist", "cellpose"]
+    assert cells(markdown.splitlines()[0]) == ["experiment", "stardist", "cellpose", "stardist gain", "cellpose gain"]
     assert f"{metrics['stardist.raw.accuracy']:.3f} ± {metrics['stardist.raw.accuracy_std']:.3f}" in markdown
     assert pd.read_csv(folder / "quality.csv", index_col=0).equals(quality())
     assert "| GAN masks" in (folder / "quality.md").read_text(encoding="utf-8")
@@ -389,3 +391,22 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path: Path, figur
     with pytest.raises(ValueError, match="record 0"):
         write_report(tmp_path / "study", [rec("stardist", "raw", 0, 0, math.nan)], None, {}, "t")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gains_are_paired_by_fold_against_the_experiment_on_the_same_real_images():
+    """merge - raw within each fold (+0.1 and +0.3: mean 0.2, std 0.1414), whatever the folds' own
+    difficulty; a subset experiment against its subset's raw; a control sorts after its merge."""
+    records = [rec("stardist", "raw", 0, 0, 0.2), rec("stardist", "raw", 1, 0, 0.6),
+               rec("stardist", "merge", 0, 0, 0.3), rec("stardist", "merge", 1, 0, 0.9),
+               rec("stardist", "subset_0.25_raw", 0, 0, 0.1), rec("stardist", "subset_0.25_merge", 0, 0, 0.15),
+               rec("stardist", "subset_0.25_merge_simcep", 0, 0, 0.05)]
+    folds = per_fold(records)
+    gains = differences(folds).set_index("experiment")
+    assert list(gains.index) == ["merge", "subset_0.25_merge", "subset_0.25_merge_simcep"]
+    assert gains.at["merge", "mean"] == pytest.approx(0.2) and gains.at["merge", "std"] == pytest.approx(0.02 ** 0.5)
+    assert gains.at["subset_0.25_merge", "reference"] == "subset_0.25_raw"
+    assert gains.at["subset_0.25_merge_simcep", "mean"] == pytest.approx(-0.05)
+    table = difference_table(folds)
+    assert table.at["merge", "stardist gain"] == "+0.200 ± 0.141 vs raw"
+    assert table.at["raw", "stardist gain"] == ""
+    assert sort_experiments(folds["experiment"])[-2:] == ["subset_0.25_merge", "subset_0.25_merge_simcep"]

@@ -32,6 +32,7 @@ from cellsynth.io import staged_directory
 from cellsynth.results import (
     accuracy_table,
     aggregate_folds,
+    difference_table,
     metrics_from_tables,
     per_fold,
     require_columns,
@@ -330,7 +331,8 @@ def write_report(
             aggregated.to_csv(staging / "accuracy.csv", index=False)
             folds.to_csv(staging / "accuracy_per_fold.csv", index=False)
             written += ["accuracy.csv", "accuracy_per_fold.csv"]
-            table, footnote = _mark_empty_comparisons(accuracy_table(aggregated), synthetic_pairs(records))
+            table, footnote = _mark_empty_comparisons(accuracy_table(aggregated).join(difference_table(folds)),
+                                                      synthetic_pairs(records))
             caption = _accuracy_caption(aggregated, folds) + footnote
             save_text("accuracy.md", to_markdown(table) + "\n" + caption + "\n")
 
@@ -402,7 +404,9 @@ def _accuracy_caption(aggregated: pd.DataFrame, folds: pd.DataFrame) -> str:
     return (
         "Accuracy = mean over IoU thresholds 0.5–0.9 of TP / (TP + FP + FN) on each fold's test images. "
         "Repeats within a fold are averaged first; cells show mean ± sample standard deviation over "
-        f"{_count(n_folds)} fold(s), {_count(repeats)} repeat(s) per fold."
+        f"{_count(n_folds)} fold(s), {_count(repeats)} repeat(s) per fold. A gain is the difference to the "
+        "experiment without synthetic pairs on the same real images, taken within each fold, then mean ± "
+        "standard deviation over the folds."
     )
 
 

@@ -41,7 +41,7 @@ PER_FOLD_COLUMNS: tuple[str, ...] = ("model", "experiment", "fold", "mean", "std
 # name must not contain '.', the separator of the metric key's parts.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_SUBSET = re.compile(r"subset[_-]?(\d+(?:\.\d*)?|\.\d+)(?:_(raw|merge))?")
+_SUBSET = re.compile(r"subset[_-]?(\d+(?:\.\d*)?|\.\d+)(?:_(raw|merge(?:_[a-z]+)?))?")
 
 
 @dataclass(frozen=True)
@@ -146,13 +146,14 @@ def _short(record: object, limit: int = 160) -> str:
 
 
 def experiment_sort_key(name: str) -> tuple[int, float, int, str]:
-    """Sort key: raw, merge, pretrain, then ``subset_<fraction>[_raw|_merge]`` by decreasing fraction
-    (``_raw`` before the others), then other experiments by name."""
+    """Sort key: raw, merge, pretrain, then ``subset_<fraction>[_raw|_merge|_merge_<control>]`` by
+    decreasing fraction (``_raw``, then ``_merge``, then its controls), then other experiments by name."""
     if name in FIXED_EXPERIMENTS:
         return (FIXED_EXPERIMENTS.index(name), 0.0, 0, name)
     match = _SUBSET.fullmatch(name)
     if match:
-        return (len(FIXED_EXPERIMENTS), -float(match.group(1)), int(match.group(2) != "raw"), name)
+        rank = {"raw": 0, "merge": 1}.get(match.group(2), 2)
+        return (len(FIXED_EXPERIMENTS), -float(match.group(1)), rank, name)
     return (len(FIXED_EXPERIMENTS) + 1, 0.0, 0, name)
 
 
@@ -259,6 +260,43 @@ def aggregate_folds(folds: pd.DataFrame) -> pd.DataFrame:
     return _sort_table(pd.DataFrame(rows, columns=list(AGGREGATE_COLUMNS)))
 
 
+def reference_experiment(name: str) -> str | None:
+    """The experiment without synthetic pairs that ``name`` is compared with: ``raw``, or for a subset
+    experiment ``subset_<fraction>_raw`` (same real images); None for those two themselves."""
+    match = _SUBSET.fullmatch(name)
+    if match:
+        reference = f"subset_{match.group(1)}_raw"
+        return None if name == reference else reference
+    return None if name == "raw" else "raw"
+
+
+def differences(folds: pd.DataFrame) -> pd.DataFrame:
+    """Each experiment's gain over its :func:`reference_experiment`, paired by fold.
+
+    The difference is taken within each fold (same test images) and then averaged over the folds
+    both experiments ran in, so the spread is that of the gain, not of the folds' difficulty.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model, experiment, reference, mean, std, n_folds``, rows in report order.
+    """
+    require_columns(folds, ("model", "experiment", "fold", "mean"), "per-fold table")
+    by_key = {key: dict(zip(group["fold"], group["mean"]))
+              for key, group in folds.groupby(["model", "experiment"], sort=False)}
+    rows = []
+    for (model, experiment), values in by_key.items():
+        reference = reference_experiment(experiment)
+        baseline = by_key.get((model, reference))
+        shared = sorted(set(values) & set(baseline or {}))
+        if not shared:
+            continue
+        mean, std = _mean_std([float(values[f]) - float(baseline[f]) for f in shared])
+        rows.append({"model": model, "experiment": experiment, "reference": reference, "mean": mean, "std": std,
+                     "n_folds": len(shared)})
+    return _sort_table(pd.DataFrame(rows, columns=["model", "experiment", "reference", "mean", "std", "n_folds"]))
+
+
 def require_columns(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
@@ -359,6 +397,20 @@ def accuracy_table(aggregated: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         [[cell(means.at[e, m], stds.at[e, m]) for m in means.columns] for e in means.index],
         index=means.index, columns=means.columns, dtype=object,
     )
+    return table
+
+
+def difference_table(folds: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Table 1's gain columns: experiments as rows, ``"<model> − reference"`` columns, ``"+mean ± std"``
+    cells of :func:`differences` (empty where an experiment has no reference)."""
+    gains = differences(folds)
+    columns = {model: f"{model} gain" for model in sort_models(folds["model"])}
+    table = pd.DataFrame("", index=sort_experiments(folds["experiment"]), columns=list(columns.values()),
+                         dtype=object)
+    for row in gains.itertuples(index=False):
+        text = f"{row.mean:+.{digits}f}" + ("" if math.isnan(row.std) else f" ± {row.std:.{digits}f}")
+        table.at[row.experiment, columns[row.model]] = f"{text} vs {row.reference}"
+    table.index.name = "experiment"
     return table
 
 
