@@ -16,9 +16,11 @@ from cellsynth.study import (
     Experiment,
     Stage,
     check_plan,
+    control_source,
     plan_experiments,
     run_experiment,
     segmenters,
+    synthetic_sources,
 )
 
 
@@ -41,6 +43,25 @@ def test_plan_covers_every_fold_and_experiment_and_never_trains_on_held_out_imag
     assert [(len(s.real), s.synthetic, s.budget) for s in pretrain.stages] == [(0, "fold_0", "train"),
                                                                                 (6, None, "finetune")]
     assert Experiment.from_dict(pretrain.to_dict()) == pretrain
+
+
+def test_controls_train_on_the_subset_with_simcep_or_their_own_masks_painted():
+    names = [f"im{i:02d}" for i in range(9)]
+    folds = make_folds(names, k=3, seed=0)
+    groups = training_groups(folds, names, "folds", [0.25], seed=7)
+    plan = plan_experiments(folds, ["raw"], subset_fractions=[0.25], groups=groups, controls=["realmasks", "simcep"])
+    first = [e for e in plan if e.fold == 0]
+    assert [e.name for e in first] == ["raw", "subset_0.25_raw", "subset_0.25_merge", "subset_0.25_merge_simcep",
+                                       "subset_0.25_merge_realmasks"]
+    control = first[3]
+    assert control.stages[0].real == first[2].stages[0].real  # the same real images as merge
+    assert control.synthetic_groups == (control_source("simcep", "fold_0-subset_0.25"),)
+    sources = synthetic_sources({"fold_0": ["gan"]}, {"simcep": {"fold_0": ["sim"]}, "realmasks": {}})
+    assert sources == {"fold_0": ["gan"], "simcep:fold_0": ["sim"]}
+    with pytest.raises(ValueError, match="augmentation.controls"):
+        plan_experiments(folds, ["raw"], controls=["mixup"])
+    with pytest.raises(ValueError, match="subsets.fractions"):
+        plan_experiments(folds, ["raw"], controls=["simcep"])
 
 
 def test_a_plan_that_trains_on_test_images_or_another_folds_synthetic_data_is_refused():
@@ -117,3 +138,20 @@ def test_merge_without_synthetic_pairs_reuses_the_raw_model(tmp_path: Path, capl
     assert "fold_0 holds no pairs" in caplog.text
     repeat = run_experiment(raw, cellpose, *args[:4], 1, *args[5:])
     assert repeat["model_path"] != raw_record["model_path"]
+
+
+def test_a_local_pretrained_model_starts_the_first_stage_and_is_part_of_its_identity(tmp_path: Path):
+    """``init_from`` (evaluation.<model>.init_from): the first stage fine-tunes that model, and a
+    stage started from it never reuses the model trained from scratch."""
+    real = {f"im{i}": _sample(f"im{i}", i) for i in range(4)}
+    cellpose = segmenters()["cellpose"]
+    raw = Experiment(0, "raw", (Stage(("im0", "im1"), None, "train"),), ("im2",), ("im3",))
+    args = (CELLPOSE_TINY, {"train": 1, "finetune": 1, "subset": 1}, {}, {"elastic": False}, 0, real, {},
+            tmp_path / "models")
+    scratch = run_experiment(raw, cellpose, *args)
+    tuned = run_experiment(raw, cellpose, *args, init_from=scratch["model_path"])
+    assert tuned["model_path"] != scratch["model_path"]
+    sidecar = next(Path(tuned["model_path"]).glob("*.json"))
+    assert str(Path(scratch["model_path"]).resolve()) in sidecar.read_text()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run_experiment(raw, cellpose, *args, init_from=tmp_path / "missing")

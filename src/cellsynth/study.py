@@ -8,7 +8,11 @@ training images plus, optionally, the synthetic pairs of one generative group:
   "augmentation");
 - ``pretrain``: the synthetic pairs alone, then fine-tuning on raw (the paper's "fine-tune");
 - ``subset_<f>_raw`` / ``subset_<f>_merge``: a share ``f`` of the training images, without and with
-  the synthetic pairs of generative models trained on that share only (the paper's subset experiments).
+  the synthetic pairs of generative models trained on that share only (the paper's subset experiments);
+- ``subset_<f>_merge_simcep`` / ``subset_<f>_merge_realmasks``: two controls that say where a gain is won
+  or lost: SIMCEP's masks instead of the GAN's through the same pix2pix (do the GAN's layouts add
+  anything?), and pix2pix images of the subset's own real masks (synthetic images, no new masks: are
+  the images the blocker?).
 
 Every model of a fold is chosen on the fold's validation images and scored on its test images, which
 no stage ever contains (:func:`check_plan` proves it for a plan).
@@ -34,6 +38,17 @@ from cellsynth.training.config import check_known_settings
 logger = logging.getLogger(__name__)
 
 EXPERIMENTS: tuple[str, ...] = ("raw", "merge", "pretrain")
+CONTROLS: tuple[str, ...] = ("simcep", "realmasks")
+
+
+def control_source(control: str, group: str) -> str:
+    """The name of a control's synthetic pairs for a group, e.g. ``simcep:fold_0-subset_0.25``."""
+    return f"{control}:{group}"
+
+
+def source_group(source: str) -> str:
+    """The generative group of a synthetic source (``simcep:fold_0`` and ``fold_0`` -> ``fold_0``)."""
+    return source.rpartition(":")[2]
 Budget = Literal["train", "finetune", "subset"]
 
 
@@ -73,11 +88,23 @@ class Experiment:
         return tuple(s.synthetic for s in self.stages if s.synthetic is not None)
 
 
+def synthetic_sources(
+    gan_pairs: Mapping[str, Sequence[AnnotatedImage]], controls: Mapping[str, Mapping[str, Sequence[AnnotatedImage]]]
+) -> dict[str, Sequence[AnnotatedImage]]:
+    """Every synthetic training set by the name a :class:`Stage` gives it: the GAN's pairs by group,
+    each control's (``{control: {group: pairs}}``) by :func:`control_source`."""
+    sources = dict(gan_pairs)
+    for control, by_group in controls.items():
+        sources.update({control_source(control, group): pairs for group, pairs in by_group.items()})
+    return sources
+
+
 def plan_experiments(
     folds: Sequence[Fold],
     experiments: Sequence[str],
     subset_fractions: Sequence[float] = (),
     groups: Mapping[str, Sequence[str]] | None = None,
+    controls: Sequence[str] = (),
 ) -> list[Experiment]:
     """Every (fold, experiment) of the study.
 
@@ -93,10 +120,19 @@ def plan_experiments(
         The images each generative model trained on (:func:`cellsynth.crops.training_groups`); a
         subset experiment trains on the images of group :func:`cellsynth.crops.subset_group`, the
         ones its synthetic pairs were made from.
+    controls
+        Names from :data:`CONTROLS`: each subset gets ``subset_<f>_merge_<control>`` as well, trained on
+        the synthetic pairs :func:`control_source` names.
     """
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"augmentation.experiments: unknown experiment(s) {unknown}; choose from {EXPERIMENTS}")
+    unknown = sorted(set(controls) - set(CONTROLS))
+    if unknown:
+        raise ValueError(f"augmentation.controls: unknown control(s) {unknown}; choose from {CONTROLS}")
+    if controls and not subset_fractions:
+        raise ValueError("augmentation.controls run on the subsets: set subsets.fractions (e.g. [0.25]) or "
+                         "augmentation.controls: []")
     if not experiments and not subset_fractions:
         raise ValueError("augmentation.experiments is empty and subsets.fractions too: nothing to train")
     plan = []
@@ -114,7 +150,9 @@ def plan_experiments(
             if groups is None or name not in groups:
                 raise ValueError(f"the training groups lack {name}: rerun data_prep with the same subsets.fractions")
             subset = tuple(groups[name])
-            for suffix, synthetic in (("raw", None), ("merge", name)):
+            sources = [("raw", None), ("merge", name)]
+            sources += [(f"merge_{c}", control_source(c, name)) for c in sorted(set(controls), key=CONTROLS.index)]
+            for suffix, synthetic in sources:
                 plan.append(Experiment(i, f"subset_{fraction:g}_{suffix}", (Stage(subset, synthetic, "subset"),),
                                        fold.val, fold.test))
     check_plan(plan, folds)
@@ -134,7 +172,7 @@ def check_plan(plan: Sequence[Experiment], folds: Sequence[Fold]) -> None:
             if leaked:
                 raise ValueError(f"{experiment.name} of fold {experiment.fold} would train on {leaked}, "
                                  f"which are not training images of that fold")
-            if stage.synthetic is not None and fold_of_group(stage.synthetic) != experiment.fold:
+            if stage.synthetic is not None and fold_of_group(source_group(stage.synthetic)) != experiment.fold:
                 raise ValueError(f"{experiment.name} of fold {experiment.fold} uses synthetic group "
                                  f"{stage.synthetic}, generated from another fold")
 
@@ -197,6 +235,7 @@ def run_experiment(
     real: Mapping[str, AnnotatedImage],
     synthetic: Mapping[str, Sequence[AnnotatedImage]],
     folder: Path,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``segmenter`` through the stages of ``experiment`` and score it on the fold's test images.
 
@@ -221,6 +260,10 @@ def run_experiment(
     folder
         Where the models go: ``<folder>/stage<k>-<digest>/``. A stage whose folder exists (same
         settings, data and starting point) is reused, so an interrupted study resumes.
+    init_from
+        A local model to start the first stage from instead of random weights (a StarDist model
+        folder; a Cellpose model folder or weight file), e.g. a downloaded ``2D_versatile_fluo``.
+        Its files' contents enter the digest, so another start never reuses a model.
 
     Raises
     ------
@@ -239,7 +282,9 @@ def run_experiment(
     if missing:
         raise ValueError(f"{experiment.name} of fold {experiment.fold}: images {missing[:5]} are not in the dataset")
     digest = hashlib.sha256(segmenter.name.encode())
-    model, trained_on, n_synthetic = None, set(), 0
+    if init_from is not None:
+        digest.update(_content_digest(Path(init_from)).encode())
+    model, trained_on, n_synthetic = init_from, set(), 0
     val = [real[n] for n in experiment.validation]
     for k, stage in enumerate(experiment.stages):
         samples = [real[n] for n in stage.real] + list(synthetic[stage.synthetic] if stage.synthetic else [])
@@ -281,3 +326,14 @@ def run_experiment(
         "trained_on": sorted(trained_on), "synthetic_pairs": n_synthetic,
         "synthetic_groups": list(experiment.synthetic_groups), "model_path": str(model),
     }
+
+
+def _content_digest(path: Path) -> str:
+    """A digest of a model file, or of every file in a model folder (names and bytes)."""
+    if not path.exists():
+        raise FileNotFoundError(f"init_from {path} does not exist")
+    digest = hashlib.sha256()
+    for item in sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()):
+        digest.update(str(item.relative_to(path.parent if path.is_file() else path)).encode())
+        digest.update(item.read_bytes())
+    return digest.hexdigest()

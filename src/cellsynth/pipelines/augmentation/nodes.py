@@ -14,7 +14,7 @@ from cellsynth.crops import Fold
 from cellsynth.figures import panel_grid
 from cellsynth.io import AnnotatedImage
 from cellsynth.segmentation import AugmentConfig, augment_pair, normalize_image
-from cellsynth.study import Experiment, plan_experiments
+from cellsynth.study import Experiment, plan_experiments, synthetic_sources
 
 logger = logging.getLogger(__name__)
 PREVIEW_SAMPLES = 4
@@ -24,6 +24,8 @@ def plan_training_sets(
     folds: dict[str, Any],
     groups: dict[str, list[str]],
     synthetic_pairs: Mapping[str, list[AnnotatedImage]],
+    simcep_pairs: Mapping[str, list[AnnotatedImage]],
+    realmask_pairs: Mapping[str, list[AnnotatedImage]],
     params: dict[str, Any],
     subsets: dict[str, Any],
     training_scope: str,
@@ -33,11 +35,12 @@ def plan_training_sets(
         raise ValueError("the segmentation experiments need held-out test images: set training_scope: folds "
                          f"(it is {training_scope!r}; 'all' only makes a synthetic dataset)")
     plan = plan_experiments([Fold.from_dict(f) for f in folds["folds"]], params["experiments"],
-                            subsets["fractions"], groups)
-    missing = sorted({g for e in plan for g in e.synthetic_groups} - set(synthetic_pairs))
+                            subsets["fractions"], groups, params.get("controls") or ())
+    sources = synthetic_sources(synthetic_pairs, {"simcep": simcep_pairs, "realmasks": realmask_pairs})
+    missing = sorted({g for e in plan for g in e.synthetic_groups} - set(sources))
     if missing:
-        raise ValueError(f"synthetic_pairs lacks the group(s) {missing}: rerun mask_gan and image_translation "
-                         f"with the same folds and subsets.fractions")
+        raise ValueError(f"the synthetic pairs lack {missing}: rerun mask_gan, image_translation and "
+                         f"simcep_baseline with the same folds and subsets.fractions")
     for experiment in plan:
         logger.info("fold %d %s: %s", experiment.fold, experiment.name,
                     " then ".join(f"{len(s.real)} real + synthetic {s.synthetic or '-'} ({s.budget})"

@@ -9,8 +9,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
             node(nodes.plan_training_sets,
-                 ["folds", "training_groups", "synthetic_pairs", "params:augmentation", "params:subsets",
-                  "params:training_scope"],
+                 ["folds", "training_groups", "synthetic_pairs", "simcep_pairs", "realmask_pairs",
+                  "params:augmentation", "params:subsets", "params:training_scope"],
                  "training_sets", name="plan_training_sets"),
             node(nodes.preview_augmentation, ["annotated_images", "training_sets", "params:augmentation"],
                  "augmentation_preview@figure", name="preview_augmentation"),

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from cellsynth.comparison import mean_table, readable_quality_table
 from cellsynth.io import AnnotatedImage
 from cellsynth.results import metric_names
-from cellsynth.study import EmptyTrainingSet, Experiment, run_experiment, segmenters
+from cellsynth.study import EmptyTrainingSet, Experiment, run_experiment, segmenters, synthetic_sources
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 def train_segmentation_models(
     images: list[AnnotatedImage],
     synthetic_pairs: Mapping[str, list[AnnotatedImage]],
+    simcep_pairs: Mapping[str, list[AnnotatedImage]],
+    realmask_pairs: Mapping[str, list[AnnotatedImage]],
     training_sets: dict[str, Any],
     params: dict[str, Any],
 ) -> list[dict[str, Any]]:
@@ -41,9 +43,15 @@ def train_segmentation_models(
         raise ValueError(f"evaluation.models: unknown model(s) {unknown}; choose from {sorted(available)}")
     if params["repeats"] < 1:
         raise ValueError(f"evaluation.repeats must be >= 1, got {params['repeats']}")
+    starts = {name: params[name].get("init_from") for name in params["models"]}
+    for name, start in starts.items():
+        if start is not None and not Path(start).exists():
+            raise FileNotFoundError(f"evaluation.{name}.init_from: {start} does not exist (a local model: "
+                                    f"{'a StarDist model folder' if name == 'stardist' else 'a Cellpose weight file'})")
     real = {s.name: s for s in images}
     plan = [Experiment.from_dict(e) for e in training_sets["experiments"]]
-    synthetic = {group: synthetic_pairs[group] for group in sorted({g for e in plan for g in e.synthetic_groups})}
+    sources = synthetic_sources(synthetic_pairs, {"simcep": simcep_pairs, "realmasks": realmask_pairs})
+    synthetic = {source: sources[source] for source in sorted({g for e in plan for g in e.synthetic_groups})}
     jobs = [(e, name, r) for e in plan for name in params["models"] for r in range(params["repeats"])]
     records = []
     for experiment, name, repeat in tqdm(jobs, desc="segmentation trainings", unit="model"):
@@ -51,7 +59,7 @@ def train_segmentation_models(
         try:
             record = run_experiment(experiment, available[name], method["settings"], method["epochs"],
                                     method.get("budget_settings") or {}, training_sets["augmenter"], repeat, real,
-                                    synthetic, Path(params["model_dir"]) / name)
+                                    synthetic, Path(params["model_dir"]) / name, init_from=starts[name])
         except EmptyTrainingSet as error:
             logger.warning("skipped: %s", error)
             continue

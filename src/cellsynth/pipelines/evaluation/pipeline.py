@@ -9,7 +9,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
             node(nodes.train_segmentation_models,
-                 ["annotated_images", "synthetic_pairs", "training_sets", "params:evaluation"],
+                 ["annotated_images", "synthetic_pairs", "simcep_pairs", "realmask_pairs", "training_sets",
+                  "params:evaluation"],
                  "segmentation_results", name="train_segmentation_models"),
             node(nodes.write_study_report,
                  ["segmentation_results", "structure_comparison", "mask_gan_generation_summary",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cellsynth import quality
-from cellsynth.crops import Fold, crops_by_group, heldout_groups
+from cellsynth.crops import Fold, crops_by_group, group_seed, heldout_groups
 from cellsynth.figures import panel_grid
 from cellsynth.io import AnnotatedImage
 from cellsynth.metrics import with_group_means
@@ -89,6 +89,22 @@ def translate_synthetic_masks(
     Returns ``{group: [AnnotatedImage("gan_0000", image, labels), ...]}``, written like a real dataset.
     """
     return translate_masks(models, synthetic_masks, params, "gan")
+
+
+def translate_training_masks(
+    models: dict[str, dict[str, Any]], training_crops: Mapping[str, dict], synthetic_masks: Mapping[str, dict],
+    params: dict[str, Any]
+) -> dict[str, list[AnnotatedImage]]:
+    """The ``realmasks`` control: pix2pix images of each group's own training masks, as many as the
+    group's GAN masks (a seeded choice), so that it differs from ``merge`` only in where the masks came from."""
+    chosen = {}
+    for group in sorted(synthetic_masks):
+        labels = training_crops[group]["labels"]
+        n = min(len(synthetic_masks[group]["labels"]), len(labels))
+        pick = np.sort(np.random.default_rng(group_seed(params["generation"]["seed"], group))
+                       .choice(len(labels), n, replace=False))
+        chosen[group] = {"labels": labels[pick]}
+    return translate_masks(models, chosen, params, "realmask")
 
 
 def translate_masks(
