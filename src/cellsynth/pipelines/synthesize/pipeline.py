@@ -1,0 +1,27 @@
+"""Wiring of the ``synthesize`` pipeline: data_prep, the mask GAN and pix2pix trained on every image (the
+group ``all``), then N synthetic pairs written to a dataset folder. The training nodes are those of the
+other pipelines, reused under the namespace ``synthesize`` with ``training_scope`` taken from
+``synthesize.training_scope``; their checkpoints are content-addressed, so trained models are loaded."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from cellsynth.pipelines.data_prep.pipeline import create_pipeline as data_prep
+from cellsynth.pipelines.image_translation.pipeline import create_pipeline as image_translation
+from cellsynth.pipelines.mask_gan.pipeline import create_pipeline as mask_gan
+from cellsynth.pipelines.synthesize import nodes
+
+TRAINING_NODES = ("load_annotated_images", "split_folds", "assign_training_groups", "extract_training_crops",
+                  "encode_crops")
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    models = (data_prep().only_nodes(*TRAINING_NODES) + mask_gan().only_nodes("train_mask_gans")
+              + image_translation().only_nodes("train_pix2pix_models"))
+    writing = pipeline([
+        node(nodes.write_synthetic_dataset,
+             ["mask_gan_models", "pix2pix_models", "params:synthesize", "params:mask_gan.generation",
+              "params:mask_gan.runtime", "params:encoding"],
+             "synthetic_dataset_manifest", name="write_synthetic_dataset"),
+    ])
+    return pipeline(models + writing, namespace="synthesize", outputs={"synthetic_dataset_manifest"},
+                    parameters={"params:training_scope": "params:synthesize.training_scope"})
