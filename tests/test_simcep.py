@@ -7,7 +7,7 @@ import pytest
 from skimage.measure import label as connected_components
 from skimage.measure import regionprops
 
-from cellsynth.simcep import SimcepParams, fit, render_image, simulate
+from cellsynth.simcep import SimcepParams, fit, render_simcep_image, simulate
 
 # Well-separated clusters (a few cluster spreads apart in a 128 px crop), one
 # setting per regime: medium cells, many small irregular cells, big smooth
@@ -160,13 +160,13 @@ def test_simulate_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 
 def test_render_image_is_a_deterministic_image_of_the_cells() -> None:
     labels = simulate(SimcepParams(cells_per_crop=20), 1, 96, seed=0)[0]
-    image = render_image(labels, seed=1)
+    image = render_simcep_image(labels, seed=1)
     assert image.shape == labels.shape and image.dtype == np.float32
     assert 0.0 <= image.min() and image.max() <= 1.0
-    np.testing.assert_array_equal(image, render_image(labels, seed=1))
-    assert not np.array_equal(image, render_image(labels, seed=2))
+    np.testing.assert_array_equal(image, render_simcep_image(labels, seed=1))
+    assert not np.array_equal(image, render_simcep_image(labels, seed=2))
     # Cells are bright on a dark background; the blur softens only their rims.
     inside, outside = image[labels > 0].mean(), image[labels == 0].mean()
     assert inside > outside + 0.25
     with pytest.raises(ValueError, match="integer"):
-        render_image(labels.astype(float), seed=0)
+        render_simcep_image(labels.astype(float), seed=0)

@@ -514,4 +514,4 @@ def _decode_flow_cellpose(
         device=device,
     )
     masks = utils.fill_holes_and_remove_small_masks(masks, min_size=min_size)
-    return flow_dynamics.relabel_sequential(masks)
+    return flow_dynamics.sequential_ids(masks)

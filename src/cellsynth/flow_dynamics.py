@@ -10,7 +10,7 @@ The steps, each a plain function named after the Cellpose step it implements:
 5. :func:`flow_errors`: the flow-error check, the mean squared difference between the given flows and
    those recomputed from each object (Cellpose's ``flow_threshold``);
 6. :func:`fill_holes`: holes inside objects are filled, then objects are numbered
-   (:func:`relabel_sequential`).
+   (:func:`sequential_ids`).
 
 :func:`masks_from_flows` runs them over a whole batch on one device; :func:`cellsynth.encoding.decode_batch`
 is the public entry point. Agreement with Cellpose is tested in ``tests/test_encoding.py``.
@@ -52,8 +52,9 @@ def unit_flows_and_foreground(
     return unit_flows, foreground
 
 
-def relabel_sequential(labels: np.ndarray) -> np.ndarray:
-    """Map the ids present to 1..N (in increasing order), 0 stays 0; int32."""
+def sequential_ids(labels: np.ndarray) -> np.ndarray:
+    """Map the ids present to 1..N (in increasing order), 0 stays 0; int32. Unlike skimage's
+    ``relabel_sequential`` it returns the relabelled array alone."""
     present = np.bincount(labels.ravel()) > 0
     present[0] = False
     new_ids = np.cumsum(present).astype(np.int32)
@@ -109,7 +110,7 @@ def masks_from_flows(
         labels = remove_by_size(labels.view(-1), min_size=min_size).view(batch, height, width)
     # Object ids are unique across the batch, so each crop can be finished
     # alone; int32 halves the copy to the host.
-    return np.stack([relabel_sequential(fill_holes(crop)) for crop in labels.to(torch.int32).cpu().numpy()])
+    return np.stack([sequential_ids(fill_holes(crop)) for crop in labels.to(torch.int32).cpu().numpy()])
 
 
 def follow_flows(flows: torch.Tensor, pixel_index: torch.Tensor, niter: int) -> torch.Tensor:

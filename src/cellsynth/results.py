@@ -29,10 +29,12 @@ from typing import Any
 
 import pandas as pd
 
+from cellsynth.study import EXPERIMENTS
+
 RECORD_KEYS: tuple[str, ...] = ("model", "experiment", "fold", "repeat", "accuracy")
 STD_DDOF = 1
-# Experiments with a fixed place in tables and figures; subsets and others follow.
-FIXED_EXPERIMENTS: tuple[str, ...] = ("raw", "merge", "pretrain")
+# Experiments with a fixed place in tables and figures (the study's own, in its order); subsets and others follow.
+FIXED_EXPERIMENTS: tuple[str, ...] = EXPERIMENTS
 KNOWN_MODELS: tuple[str, ...] = ("stardist", "cellpose")
 AGGREGATE_COLUMNS: tuple[str, ...] = ("model", "experiment", "mean", "std", "n_folds", "n_repeats", "n_runs")
 PER_FOLD_COLUMNS: tuple[str, ...] = ("model", "experiment", "fold", "mean", "std", "n_repeats")

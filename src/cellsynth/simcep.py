@@ -21,7 +21,7 @@ Model of one crop, as described in the paper and re-implemented here:
   cells stay on top: a later cell only gets the pixels still free.
 
 :func:`simulate` draws label masks, :func:`fit` estimates the parameters from
-real masks, :func:`render_image` is SIMCEP's own image model (textured cells,
+real masks, :func:`render_simcep_image` is SIMCEP's own image model (textured cells,
 blur, uneven illumination, noise) for images without a learned translator.
 They stay one module (a little over 600 lines) because they are one paper's
 model: the fit estimates exactly the parameters the simulation draws from.
@@ -571,7 +571,7 @@ def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> n
 # ----------------------------------------------------------------------------- image model
 
 
-def render_image(
+def render_simcep_image(
     labels: np.ndarray,
     seed: int,
     background: float = 0.1,
@@ -606,10 +606,10 @@ def render_image(
     np.ndarray
         ``(H, W)`` float32 in [0, 1].
     """
-    labels = check_masks([labels], "simcep.render_image")[0]
+    labels = check_masks([labels], "simcep.render_simcep_image")[0]
     if not 0 <= illumination < 1 or photons <= 0 or blur_sigma < 0 or read_noise < 0 or texture < 0:
         raise ValueError(
-            "simcep.render_image: need 0 <= illumination < 1, photons > 0, blur_sigma >= 0, "
+            "simcep.render_simcep_image: need 0 <= illumination < 1, photons > 0, blur_sigma >= 0, "
             "read_noise >= 0 and texture >= 0"
         )
     rng = np.random.default_rng(seed)

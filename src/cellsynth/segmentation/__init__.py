@@ -29,7 +29,6 @@ from cellsynth.segmentation.augment import (
     augment_pair,
     elastic_deform,
     intensity_augment,
-    make_stardist_augmenter,
     random_flip_rotate,
 )
 from cellsynth.segmentation.cellpose_model import (
@@ -61,7 +60,6 @@ __all__ = [
     "intensity_augment",
     "load_cellpose",
     "load_stardist",
-    "make_stardist_augmenter",
     "normalize_image",
     "predict_cellpose",
     "predict_stardist",

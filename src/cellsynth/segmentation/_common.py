@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+# wider than cellsynth.io.IMAGE_DTYPES (what files hold): the segmenters also take float images
+SEGMENTER_INPUT_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 # csbdeep/StarDist's usual percentiles: robust to a few hot pixels, keeps the bright end.
 NORMALIZE_PERCENTILES: tuple[float, float] = (1.0, 99.8)
 
@@ -29,7 +30,7 @@ def check_images(images: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
     for index, image in enumerate(arrays):
         if image.ndim not in (2, 3):
             raise ValueError(f"{what} image {index}: shape {image.shape} is not (H, W) or (H, W, C)")
-        if image.dtype not in IMAGE_DTYPES:
+        if image.dtype not in SEGMENTER_INPUT_DTYPES:
             raise ValueError(f"{what} image {index}: dtype {image.dtype} is not uint8, uint16, float32 or float64")
         if min(image.shape[:2]) < 8:
             raise ValueError(f"{what} image {index}: shape {image.shape} is too small (under 8 pixels)")

@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
@@ -304,10 +303,3 @@ class StarDistAugmenter:
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return augment_pair(x, y, self.rng, self.config)
-
-
-def make_stardist_augmenter(
-    config: AugmentConfig = AugmentConfig(), seed: int | None = 0
-) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """A seeded :class:`StarDistAugmenter` (see there)."""
-    return StarDistAugmenter(config, seed)
