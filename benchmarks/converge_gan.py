@@ -3,14 +3,17 @@
     python benchmarks/converge_gan.py --data ../shared/data/dsb2018/fluo --res 64 [--minutes 90 | --kimg K]
         [--downsample 2] [--set r1_gamma=1 --set learning_rate=0.002 ...] [--out DIR] [--work DIR]
 
-The images are split into training and held-out images; the training images give crops of
+The images are split into training and held-out images (with several ``--data`` folders, each
+folder is split on its own and the smaller folders' training crops are repeated up to the largest's
+count, so that every folder weighs alike); the training images give crops of
 ``--res`` pixels (with their rotations, at least 3 objects each, as data_prep makes them), the
 held-out images unrotated crops. The GAN is trained with the settings of
 ``conf/base/parameters_mask_gan.yml`` (``mask_gan.training``, changed by ``--set``), on fields of
 the crops shrunk by ``--downsample``; its fields are enlarged again before decoding. At every
 snapshot the fields of ``G_ema`` are measured against the held-out crops: FID (flow fields),
 sample diversity (a collapse shows here), the share of masks passing the filters of
-``mask_gan.generation``, cells per crop and the layout distances of :mod:`cellsynth.layout`.
+``mask_gan.generation``, cells per crop, the share of fields per density bin (objects per decoded
+field, before the filter) and the layout distances of :mod:`cellsynth.layout`.
 SIMCEP fitted to the training crops and the training crops themselves are measured the same way
 once, as the lines the curve is read against. ``--out`` gets the curve (PNG), a sample grid of
 the best snapshot (PNG) and the JSON; ``--work`` keeps the checkpoints (a rerun resumes) and
@@ -46,11 +49,13 @@ from cellsynth.training import CheckpointStore, start_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT_KEYS = layout.SCALAR_STATISTICS[1:] + ("ripley_l",)  # cells_per_crop is reported on its own
+DENSITY_BINS = ((0, 2), (3, 5), (6, 9), (10, None))  # objects per field: sparse fields fail min_objects
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="demo", help="annotated folder (images/, masks/) or 'demo'")
+    parser.add_argument("--data", action="append", default=None,
+                        help="annotated folder (images/, masks/) or 'demo'; repeat for several folders")
     parser.add_argument("--res", type=int, default=64, help="crop size in pixels")
     parser.add_argument("--downsample", type=int, default=None,
                         help="the GAN learns fields this many times smaller (default: mask_gan.downsample)")
@@ -106,11 +111,54 @@ def measure(fields: np.ndarray, reference: quality.ImageFeatures, features: qual
             reference_layout: dict, settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     """The snapshot metrics of a set of full-size fields, plus layout distances of its kept masks."""
     metrics, labels, kept = generated_fields.generated_field_metrics(fields, reference, features, **settings)
+    metrics.update(density_shares(labels))
     if kept.any():
         distances = layout.compare_layouts(reference_layout, list(labels[kept]))
         metrics.update({f"layout.{k}": distances[k] for k in LAYOUT_KEYS})
         metrics["layout.cells_per_crop"] = distances["cells_per_crop"]
     return metrics, labels, kept
+
+
+def density_shares(labels: np.ndarray) -> dict[str, float]:
+    """The share of ``(N, H, W)`` label fields per bin of :data:`DENSITY_BINS` objects."""
+    objects = labels.reshape(len(labels), -1).max(axis=1)
+    shares = {}
+    for low, high in DENSITY_BINS:
+        inside = (objects >= low) & (objects <= (high if high is not None else np.inf))
+        shares[f"density.{low}-{high}" if high is not None else f"density.{low}+"] = float(inside.mean())
+    return shares
+
+
+def targets(record: dict, baselines: dict) -> dict[str, bool]:
+    """The mask GAN's four targets at one snapshot: pass rate >= 0.7, diversity >= 0.7x real, cells per
+    kept crop within 25 % of real, and closer to the held-out crops than SIMCEP on >= 3 of the 5 layout
+    distances."""
+    real, sim = baselines["real"], baselines["simcep"]
+
+    def value(source: dict, key: str) -> float:
+        number = source.get(key)
+        return math.nan if number is None else float(number)
+
+    closer = sum(value(record, f"layout.{k}") < value(sim, f"layout.{k}") for k in LAYOUT_KEYS)
+    return {"pass_rate": value(record, "pass_rate") >= 0.7,
+            "diversity": value(record, "diversity") >= 0.7 * value(real, "diversity"),
+            "cells_per_crop": abs(value(record, "cells_per_crop") / value(real, "cells_per_crop") - 1) <= 0.25,
+            "layout_closer_than_simcep": closer >= 3}
+
+
+def split_crops(samples: list[io.AnnotatedImage], res: int, heldout: float, seed: int, name: str):
+    """Training crops (with rotations) and held-out crops (unrotated) of one folder's images."""
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_heldout = max(1, round(heldout * len(samples)))
+    if len(samples) - n_heldout < 1:
+        raise SystemExit(f"{name}: {len(samples)} image(s) cannot be split into training and held-out images")
+    heldout_images = [samples[i] for i in order[:n_heldout]]
+    training_images = [samples[i] for i in order[n_heldout:]]
+    train_crops = crops.crops_from_images(training_images, size=res, stride=res, rotations=True)["labels"]
+    heldout_crops = crops.crops_from_images(heldout_images, size=res, stride=res, rotations=False)["labels"]
+    print(f"{name}: {len(training_images)} training images -> {len(train_crops)} crops (with rotations); "
+          f"{len(heldout_images)} held-out images -> {len(heldout_crops)} crops", file=sys.stderr)
+    return train_crops, heldout_crops
 
 
 def main() -> None:
@@ -120,18 +168,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    samples = load_samples(args.data, args.demo_images, args.demo_seed)
-    order = np.random.default_rng(args.seed).permutation(len(samples))
-    n_heldout = max(1, round(args.heldout * len(samples)))
-    if len(samples) - n_heldout < 1:
-        raise SystemExit(f"{args.data}: {len(samples)} image(s) cannot be split into training and held-out images")
-    heldout = [samples[i] for i in order[:n_heldout]]
-    training = [samples[i] for i in order[n_heldout:]]
-    train_crops = crops.crops_from_images(training, size=args.res, stride=args.res, rotations=True)["labels"]
-    heldout_crops = crops.crops_from_images(heldout, size=args.res, stride=args.res, rotations=False)["labels"]
+    folders = args.data or ["demo"]
+    split = [split_crops(load_samples(folder, args.demo_images, args.demo_seed), args.res, args.heldout, args.seed,
+                         folder) for folder in folders]
+    largest = max(len(train) for train, _ in split)
+    # every folder weighs alike: the smaller folders' training crops are repeated (whole copies first)
+    train_crops = np.concatenate([np.resize(train, (largest, *train.shape[1:])) for train, _ in split])
+    heldout_crops = np.concatenate([held for _, held in split])
     gan_fields = encoding.downscale(encoding.encode_batch(train_crops, progress=True), args.downsample)
-    print(f"{len(training)} training images -> {len(train_crops)} crops (with rotations); {len(heldout)} held-out "
-          f"images -> {len(heldout_crops)} crops; GAN at {gan_fields.shape[1]}x{gan_fields.shape[2]}",
+    print(f"{len(train_crops)} training crops in all; GAN at {gan_fields.shape[1]}x{gan_fields.shape[2]}",
           file=sys.stderr)
 
     runtime = start_runtime(args.device, "auto", seed=args.seed)
@@ -149,6 +194,7 @@ def main() -> None:
     # held-out crops, unrotated like GAN output
     baselines["real"]["diversity"] = generated_fields.sample_diversity(heldout_fields)
     baselines["real"]["cells_per_crop"] = float(heldout_crops.reshape(len(heldout_crops), -1).max(1).mean())
+    baselines["real"].update(density_shares(heldout_crops))
     fit_sample = train_crops[: len(train_crops) // 4] if len(train_crops) >= 8 else train_crops  # unrotated crops
     model = simcep.fit(list(fit_sample))
     simcep_fields = encoding.encode_batch(np.stack(simcep.simulate(model, args.n_eval, args.res, seed=args.seed)))
@@ -176,8 +222,11 @@ def main() -> None:
                                 reference_layout, settings)
         return metrics
 
+    seconds: dict[float, float] = {}  # training seconds (evaluation included) at each snapshot of this call
+
     def log(metrics: dict[str, float], step: int) -> None:
-        record = {"kimg": step / 1000, "train_s": round(time.perf_counter() - train_start, 1), **metrics}
+        seconds[step / 1000] = round(time.perf_counter() - train_start, 1)
+        record = {"kimg": step / 1000, "train_s": seconds[step / 1000], **metrics}
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}), file=sys.stderr)
 
     # Train in snapshot-long pieces (each resumes from the last checkpoint) until the budget is spent.
@@ -219,29 +268,40 @@ def main() -> None:
 
     fid_key = next(k for k in best if k.startswith("fid"))
     report = {
-        "data": args.data, "resolution": args.res, "downsample": args.downsample,
+        "data": folders if len(folders) > 1 else folders[0], "init_from": args.init_from,
+        "resolution": args.res, "downsample": args.downsample,
         "gan_resolution": int(gan_fields.shape[1]), "training_crops": len(train_crops),
         "heldout_crops": len(heldout_crops), "settings": {k: v for k, v in vars(config).items()
                                                             if k not in ("kimg", "snapshot_kimg")},
         "kimg": round(trained_kimg, 2), "sec_per_kimg": sec_per_kimg,
         "best": {
             "kimg": best["kimg"],
+            "targets_met": targets(best, baselines),
             "pass_rate": pick("pass_rate", best),
             "diversity": {"real": pick("diversity", baselines["real"]), "gan": pick("diversity", best),
                           "simcep": pick("diversity", baselines["simcep"])},
             "cells_per_crop": {"real": pick("cells_per_crop", baselines["real"]), "gan": pick("cells_per_crop", best),
                                "simcep": pick("cells_per_crop", baselines["simcep"])},
+            "objects_per_field_shares": {name: {k.removeprefix("density."): pick(k, record) for k in record
+                                                if k.startswith("density.")}
+                                         for name, record in (("real", baselines["real"]), ("gan", best),
+                                                              ("simcep", baselines["simcep"]))},
             "layout_distance": {name: {k: pick(f"layout.{k}", record) for k in ("cells_per_crop",) + LAYOUT_KEYS}
                                 for name, record in (("gan", best), ("simcep", baselines["simcep"]))},
             f"flow_{fid_key}": {"real": pick(fid_key, baselines["real"]), "gan": pick(fid_key, best),
                                 "simcep": pick(fid_key, baselines["simcep"])},
         },
-        "curve": [{k: pick(k, r) if k != "kimg" else r[k] for k in r} for r in history],
+        "curve": [{**{k: pick(k, r) if k != "kimg" else r[k] for k in r}, "train_s": seconds.get(r["kimg"])}
+                  for r in history],
+        "first_snapshot_meeting_targets": next(
+            ({"kimg": r["kimg"], "train_s": seconds.get(r["kimg"])} for r in history
+             if all(targets(r, baselines).values())), None),
+        "setup_s": round(train_start - started, 1),  # data, encoding and baselines before training
         "wall_s": round(time.perf_counter() - started, 1),
     }
     if args.export:
         trained = {"command": "python benchmarks/converge_gan.py " + " ".join(sys.argv[1:]),
-                   "data": args.data, "demo_seed": args.demo_seed if args.data == "demo" else None,
+                   "data": report["data"], "demo_seed": args.demo_seed if "demo" in folders else None,
                    "settings": report["settings"], "downsample": args.downsample, "kimg": report["kimg"],
                    "init_from": None if init_from is None else {
                        "spec": str(args.init_from), "nimg": init_from.get("nimg"),
@@ -251,7 +311,7 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        plot_curve(history, baselines, fid_key, out / "converge_curve.png", args.data)
+        plot_curve(history, baselines, fid_key, out / "converge_curve.png", " + ".join(folders))
         generator = build_generator(state["architecture"])
         generator.load_state_dict(torch.load(snapshots / f"G_ema-{round(best['kimg'] * 1000):08d}img.pt"))
         small = generate_images(generator, 8, seed=123, device=runtime.device)
