@@ -5,7 +5,7 @@ shipped generator and for runs from scratch.
 
 Each ``RUN.json`` is either the report of ``converge_gan.py`` (its curve carries ``train_s`` per
 snapshot and ``setup_s``; the real and SIMCEP baselines sit in ``best``) or a recorded curve of an
-earlier run (``benchmarks/results/*.json``: ``sec_per_kimg``, ``real`` and a ``curve`` of the same
+earlier run (``benchmarks/recorded/*.json``: ``sec_per_kimg``, ``real`` and a ``curve`` of the same
 four quantities). Minutes include the setup (crops, encoding, baselines) of a converge_gan run.
 """
 

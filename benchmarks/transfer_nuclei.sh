@@ -14,4 +14,4 @@ for modality in fluo he; do
     --snapshot-kimg 4 --threads 2 --work "$WORK/$modality" --out "$WORK/$modality/report"
 done
 python benchmarks/plot_transfer.py --out docs/transfer_curve.png "$WORK/fluo/report/converge_gan.json" \
-  "$WORK/he/report/converge_gan.json" benchmarks/results/dsb_fluo_scratch_2026-12-01.json
+  "$WORK/he/report/converge_gan.json" benchmarks/recorded/dsb_fluo_scratch_2026-12-01.json
