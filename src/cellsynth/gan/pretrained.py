@@ -22,6 +22,10 @@ SHIPPED: dict[str, str] = {
     # 64x64 crops of phantom tissue (cellsynth.phantom, seed 1000, disjoint from the demo's), learnt
     # at 32x32 (mask_gan.downsample 2) with conf/base's settings by benchmarks/train_demo_generator.sh.
     "demo-phantom": "mask_gan_demo_phantom.pt",
+    # 64x64 crops of DSB 2018 nuclei (../shared/data/dsb2018_pretrain: 501 fluorescence and 78 H&E
+    # images, both modalities weighted alike, disjoint from dsb2018/), learnt at 32x32 with conf/base's
+    # settings by benchmarks/train_nuclei_generator.sh: the start for real nuclei data.
+    "nuclei": "mask_gan_nuclei.pt",
 }
 WEIGHT_KEYS = ("G", "D", "G_ema")
 
