@@ -31,7 +31,7 @@ PANELS = (("pass_rate", "filter pass rate", 0.7),
 def series(path: Path) -> tuple[str, list[dict[str, float]]]:
     """A run's label and its points: minutes and the four target quantities."""
     report = json.loads(path.read_text())
-    if "sec_per_kimg" in report:  # a recorded curve
+    if "label" in report:  # a recorded curve (benchmarks/recorded)
         real = report["real"]
         return report["label"], [
             {"minutes": p["kimg"] * report["sec_per_kimg"] / 60, "pass_rate": p["pass_rate"],
