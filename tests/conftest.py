@@ -224,5 +224,6 @@ STUDY_TINY = {
     "evaluation.cellpose.epochs": {"train": 1, "finetune": 1, "subset": 1},
     "evaluation.cellpose.settings.bsize": 32,
     "evaluation.cellpose.settings.rescale": False,  # native size: 9x fewer pixels (rescale: test_segmentation)
+    "evaluation.cellpose.settings.nimg_per_epoch": None,  # one pass over the images, not the demo's 64 per epoch
     "evaluation.log_models": False,
 }
