@@ -81,3 +81,23 @@ def test_bad_requests_fail_clearly_and_write_nothing(masks, painter, tmp_path):
     with pytest.raises(RuntimeError, match="passed the filters"):
         synthesize_dataset(folder, impossible, painter, n=2, batch=4, max_fields=8, progress=False)
     assert not folder.exists() and list(tmp_path.iterdir()) == []  # no half-written folder left behind
+
+
+def test_synthesize_pipeline_reads_only_parameters_that_exist():
+    """The training nodes are reused under the namespace ``synthesize``: their parameters keep their
+    names (a namespaced ``params:synthesize.mask_gan`` would not exist), except training_scope."""
+    from kedro.config import OmegaConfigLoader
+
+    from cellsynth.pipelines.synthesize import create_pipeline
+    from cellsynth.settings import CONFIG_LOADER_ARGS
+
+    params = OmegaConfigLoader(str(REPO / "conf"), **{k: v for k, v in CONFIG_LOADER_ARGS.items()
+                                                      if k != "default_run_env"}, env="base")["parameters"]
+    inputs = create_pipeline().inputs()
+    assert inputs and all(name.startswith("params:") for name in inputs)  # everything else is made inside
+    for name in inputs:
+        value = params
+        for key in name.removeprefix("params:").split("."):
+            value = value[key]  # a KeyError names a parameter that does not exist
+    assert "params:synthesize.training_scope" in inputs and params["synthesize"]["training_scope"] == "all"
+    assert create_pipeline().outputs() == {"synthetic_dataset_manifest"}

@@ -23,5 +23,8 @@ def create_pipeline(**kwargs) -> Pipeline:
               "params:mask_gan.runtime", "params:encoding"],
              "synthetic_dataset_manifest", name="write_synthetic_dataset"),
     ])
-    return pipeline(models + writing, namespace="synthesize", outputs={"synthetic_dataset_manifest"},
-                    parameters={"params:training_scope": "params:synthesize.training_scope"})
+    combined = models + writing
+    # parameters keep their names under the namespace, except training_scope, which synthesize sets itself
+    parameters = {name: name for node_ in combined.nodes for name in node_.inputs if name.startswith("params:")}
+    parameters["params:training_scope"] = "params:synthesize.training_scope"
+    return pipeline(combined, namespace="synthesize", outputs={"synthetic_dataset_manifest"}, parameters=parameters)
