@@ -222,6 +222,7 @@ def mask_filter(
     method: str = "cellpose_flow",
     min_objects: int = 3,
     max_consistency_error: float = DECODE_TOLERANCE,
+    errors: np.ndarray | None = None,
 ) -> np.ndarray:
     """Which generated samples to keep: enough objects and, for flow fields, a consistent decode.
 
@@ -235,6 +236,9 @@ def mask_filter(
         Fewest objects a kept mask holds.
     max_consistency_error
         Largest :func:`consistency_errors` value of a kept sample (``cellpose_flow`` only).
+    errors
+        ``(N,)`` :func:`consistency_errors` of these samples when the caller has them already
+        (they re-encode every mask: the costly part).
 
     Returns
     -------
@@ -246,5 +250,5 @@ def mask_filter(
                          f"{max_consistency_error}")
     keep = labels.reshape(len(labels), -1).max(axis=1, initial=0) >= min_objects
     if method == "cellpose_flow":
-        keep &= consistency_errors(flows, labels, method) <= max_consistency_error
+        keep &= (consistency_errors(flows, labels, method) if errors is None else errors) <= max_consistency_error
     return keep

@@ -141,7 +141,7 @@ def synthesize_dataset(
             labels = encoding.decode_batch(fields, method=masks.method, **decode_options)
             errors = generated_fields.consistency_errors(fields, labels, masks.method)
             kept = generated_fields.mask_filter(fields, labels, method=masks.method, min_objects=masks.min_objects,
-                                                max_consistency_error=masks.max_consistency_error)
+                                                max_consistency_error=masks.max_consistency_error, errors=errors)
             generated += batch
             chosen = np.flatnonzero(kept)[: n - len(pairs)]
             if len(chosen):
