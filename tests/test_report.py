@@ -15,7 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellsynth.report import accuracy_figure, read_accuracy_csv, report_metrics, to_markdown, write_report
+from cellsynth.report import (
+    accuracy_figure,
+    read_accuracy_csv,
+    report_metrics,
+    to_markdown,
+    training_size_figure,
+    write_report,
+)
 from cellsynth.results import (
     accuracy_table,
     accuracy_values,
@@ -26,6 +33,7 @@ from cellsynth.results import (
     per_fold,
     sort_experiments,
     synthetic_pairs,
+    training_share,
     validate_records,
 )
 
@@ -228,6 +236,47 @@ def test_accuracy_figure_has_a_panel_per_model_and_a_bar_per_experiment():
         plt.close(figure)
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("raw", (1.0, "raw")), ("merge", (1.0, "merge")), ("pretrain", (1.0, "pretrain")),
+    ("subset_0.25_raw", (0.25, "raw")), ("subset_0.25", (0.25, "raw")), ("subset_0.5_merge", (0.5, "merge")),
+    ("subset_0.25_merge_simcep", (0.25, "merge_simcep")), ("mine", (1.0, "mine")),
+])
+def test_training_share_places_experiments_on_figure_6s_axis(name, expected):
+    assert training_share(name) == expected
+
+
+def test_training_size_figure_draws_a_line_per_variant_over_the_shares():
+    """Figure 6: raw and merge are lines over the shares 0.25 and 1; a control run only at 0.25 and
+    pretrain only at 1 are single points; a panel per model."""
+    experiments = ["raw", "merge", "pretrain", "subset_0.25_raw", "subset_0.25_merge", "subset_0.25_merge_simcep"]
+    records = [rec(model, experiment, fold, 0, 0.4 + 0.05 * i + 0.01 * fold)
+               for model in ("stardist", "cellpose") for i, experiment in enumerate(experiments) for fold in range(3)]
+    aggregated = aggregate(records)
+    figure = training_size_figure(aggregated)
+    try:
+        axes = figure.get_axes()
+        assert [a.get_title() for a in axes] == ["stardist", "cellpose"]
+        for axis, model in zip(axes, ("stardist", "cellpose")):
+            lines = {bars.get_label(): bars.lines[0] for bars in axis.containers}  # errorbar: (line, caps, bars)
+            assert list(lines) == ["real images only", "real + GAN pairs", "GAN pairs, then real (fine-tune)",
+                                   "real + SIMCEP pairs (control)"]
+            means = aggregated[aggregated["model"] == model].set_index("experiment")["mean"]
+            raw = lines["real images only"]
+            assert np.allclose(np.round(raw.get_xdata(), 1), [0.2, 1.0], atol=0.06)  # offsets are small
+            assert np.allclose(raw.get_ydata(), [means["subset_0.25_raw"], means["raw"]])
+            assert np.allclose(lines["real + GAN pairs"].get_ydata(), [means["subset_0.25_merge"], means["merge"]])
+            assert len(lines["real + SIMCEP pairs (control)"].get_xdata()) == 1
+            assert [t.get_text() for t in axis.get_xticklabels()] == ["25%", "100%"]
+    finally:
+        plt.close(figure)
+
+
+def test_no_training_size_figure_without_subset_experiments(tmp_path: Path):
+    records = [rec("stardist", e, f, 0, 0.5 + 0.1 * f) for e in ("raw", "merge") for f in range(2)]
+    written = write_report(tmp_path / "r", records, None, {}, "t")
+    assert "training_size.png" not in written and "accuracy.png" in written
+
+
 # ---------------------------------------------------------------------------
 # the report
 
@@ -258,8 +307,8 @@ def test_write_report_writes_a_self_contained_page_with_mlflow_numbers(tmp_path:
         )
     finally:
         plt.close(figure)
-    expected = {"accuracy.csv", "accuracy_per_fold.csv", "accuracy.md", "accuracy.png", "quality.csv",
-                "quality.md", "mask_grid.png", "image_grid.png", "index.html"}
+    expected = {"accuracy.csv", "accuracy_per_fold.csv", "accuracy.md", "accuracy.png", "training_size.png",
+                "quality.csv", "quality.md", "mask_grid.png", "image_grid.png", "index.html"}
     assert set(written) == expected
     assert {p.name for p in folder.iterdir()} == expected
     assert all(path == folder / name and path.is_file() for name, path in written.items())
@@ -269,7 +318,7 @@ def test_write_report_writes_a_self_contained_page_with_mlflow_numbers(tmp_path:
     assert page.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
     assert "<script" not in page and "<link" not in page and "@import" not in page
-    assert page.count("data:image/png;base64,") == 3  # bar chart + two figures
+    assert page.count("data:image/png;base64,") == 4  # bar chart, training-size chart, two figures
     assert "Study &lt;1&gt;" in page and "fold sizes &lt;small&gt;" in page
     assert "<table" in page and "GAN masks" in page and "0.0012" in page
     assert page.index("Segmentation accuracy") < page.index("Synthetic data quality") < page.index("Figures")

@@ -39,6 +39,7 @@ from cellsynth.results import (
     sort_experiments,
     sort_models,
     synthetic_pairs,
+    training_share,
 )
 
 # pandas < 3 parses floats with a fast parser that can be one unit in the last
@@ -48,8 +49,8 @@ _FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 # Files the report itself writes; user figures may not take these names.
 _RESERVED_FILES = frozenset(
-    {"accuracy.csv", "accuracy_per_fold.csv", "accuracy.md", "accuracy.png", "quality.csv", "quality.md",
-     "gan_filter.csv", "index.html"}
+    {"accuracy.csv", "accuracy_per_fold.csv", "accuracy.md", "accuracy.png", "training_size.png", "quality.csv",
+     "quality.md", "gan_filter.csv", "index.html"}
 )
 # Marks an experiment that was planned with synthetic pairs but trained on none in some fold.
 EMPTY_MARK = "†"
@@ -244,6 +245,69 @@ def accuracy_figure(aggregated: pd.DataFrame, folds: pd.DataFrame | None = None,
     return figure
 
 
+# What each variant of an experiment is called in the training-size figure, in legend order.
+_VARIANT_LABELS = {
+    "raw": "real images only",
+    "merge": "real + GAN pairs",
+    "pretrain": "GAN pairs, then real (fine-tune)",
+    "merge_simcep": "real + SIMCEP pairs (control)",
+    "merge_realmasks": "real + images of the real masks (control)",
+}
+
+
+def training_size_figure(aggregated: pd.DataFrame, title: str | None = None) -> Figure:
+    """The paper's Figure 6 as it is drawn there: accuracy against the share of each fold's training
+    images, one line per variant (:func:`~cellsynth.results.training_share`), a panel per model.
+
+    Parameters
+    ----------
+    aggregated
+        :func:`~cellsynth.results.aggregate`'s table; points = ``mean``, error bars = ``std`` over folds.
+    title
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The caller closes it.
+    """
+    require_columns(aggregated, ("model", "experiment", "mean", "std"), "aggregated table")
+    if aggregated.empty:
+        raise ValueError("aggregated table is empty: nothing to plot")
+    placed = [training_share(name) for name in aggregated["experiment"]]
+    table = aggregated.assign(share=[share for share, _ in placed], variant=[variant for _, variant in placed])
+    variants = sorted(set(table["variant"]), key=lambda v: (list(_VARIANT_LABELS).index(v)
+                                                            if v in _VARIANT_LABELS else len(_VARIANT_LABELS), v))
+    shares = sorted(set(table["share"]))
+    # a small sideways offset per variant, so that error bars at one share do not hide each other
+    span = 0.02 * (max(shares) - min(shares) or 1.0)
+    offsets = {v: (i - (len(variants) - 1) / 2) * span for i, v in enumerate(variants)}
+    models = sort_models(table["model"])
+    figure, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.8), sharey=True, squeeze=False)
+    palette = plt.get_cmap("tab10")
+    for axis, model in zip(axes[0], models):
+        for i, variant in enumerate(variants):
+            rows = table[(table["model"] == model) & (table["variant"] == variant)].sort_values("share")
+            if rows.empty:
+                continue
+            x = rows["share"].to_numpy(float) + offsets[variant]
+            std = rows["std"].to_numpy(float)
+            axis.errorbar(x, rows["mean"].to_numpy(float), yerr=np.where(np.isfinite(std), std, 0.0),
+                          marker="o", markersize=5, capsize=3, linewidth=1.2, color=palette(i % palette.N),
+                          linestyle="-" if len(rows) > 1 else "none", label=_VARIANT_LABELS.get(variant, variant))
+        axis.set_xticks(shares, [f"{s:.0%}" for s in shares])
+        axis.set_xlabel("share of the fold's training images")
+        axis.set_title(model)
+        axis.set_ylim(0.0, 1.05)
+        axis.grid(color="0.9")
+    axes[0, 0].set_ylabel("accuracy (mean over IoU 0.5–0.9)")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
 # ---------------------------------------------------------------------------
 # report
 
@@ -273,6 +337,8 @@ def write_report(
         trained on none although planned with them marked :data:`EMPTY_MARK` and footnoted.
     ``accuracy.png``
         :func:`accuracy_figure`.
+    ``training_size.png``
+        :func:`training_size_figure`, when the study has subset experiments.
     ``quality.csv``, ``quality.md``
         ``quality_table`` with its index (FID/KID, layout distances, ...), when given.
     ``gan_filter.csv``
@@ -320,7 +386,7 @@ def write_report(
     figure_files = _figure_files(figures or {})
     generated = generated or datetime.now(timezone.utc)
 
-    chart = None
+    charts: list[tuple[str, Figure]] = []
     written: list[str] = []
     try:
         with staged_directory(folder) as staging:
@@ -336,9 +402,12 @@ def write_report(
             caption = _accuracy_caption(aggregated, folds) + footnote
             save_text("accuracy.md", to_markdown(table) + "\n" + caption + "\n")
 
-            chart = accuracy_figure(aggregated, folds)
-            chart.savefig(staging / "accuracy.png", dpi=150, bbox_inches="tight")
-            written.append("accuracy.png")
+            charts = [("accuracy.png", accuracy_figure(aggregated, folds))]
+            if any(training_share(name)[0] < 1.0 for name in aggregated["experiment"]):
+                charts.append(("training_size.png", training_size_figure(aggregated)))
+            for file_name, chart in charts:
+                chart.savefig(staging / file_name, dpi=150, bbox_inches="tight")
+                written.append(file_name)
 
             if quality_table is not None:
                 quality_table.to_csv(staging / "quality.csv", index=True)
@@ -365,7 +434,7 @@ def write_report(
             )
             save_text("index.html", page)
     finally:
-        if chart is not None:
+        for _, chart in charts:
             plt.close(chart)
     return {name: folder / name for name in written}
 
@@ -453,6 +522,10 @@ def _html_page(
         f'<p class="caption">{esc(caption)}</p>',
         _html_image(staging / "accuracy.png", "Accuracy per experiment: bars = mean over folds, "
                     "error bars = standard deviation over folds, dots = folds; dashed line = raw."),
+        *([_html_image(staging / "training_size.png", "Accuracy against the share of each fold's training images, "
+                       "with and without synthetic pairs (the paper's Figure 6): points = mean over folds, "
+                       "error bars = standard deviation over folds.")]
+          if (staging / "training_size.png").is_file() else []),
         "<details><summary>Per-fold values</summary>",
         folds.to_html(border=0, index=False, float_format=lambda v: f"{v:.4f}", na_rep=""),
         "</details>",

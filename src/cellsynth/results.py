@@ -272,6 +272,16 @@ def reference_experiment(name: str) -> str | None:
     return None if name == "raw" else "raw"
 
 
+def training_share(name: str) -> tuple[float, str]:
+    """Where an experiment sits in the paper's Figure 6: the share of the fold's training images it
+    trained on, and its variant (``raw``, ``merge``, ``pretrain``, ``merge_<control>``, or the name itself
+    for an experiment of another kind, at share 1)."""
+    match = _SUBSET.fullmatch(name)
+    if match:
+        return float(match.group(1)), match.group(2) or "raw"
+    return 1.0, name
+
+
 def differences(folds: pd.DataFrame) -> pd.DataFrame:
     """Each experiment's gain over its :func:`reference_experiment`, paired by fold.
 
