@@ -36,6 +36,7 @@ from cellsynth.segmentation import (
     train_cellpose,
     train_stardist,
 )
+from cellsynth.segmentation._common import repeat_counts
 from cellsynth.segmentation import augment as augment_module
 from cellsynth.segmentation.stardist_model import GLIBC_MMAP_THRESHOLD_MAX
 
@@ -212,7 +213,18 @@ def test_trainers_reject_bad_inputs(trainer: str, tmp_path: Path) -> None:
         train(images, [labels[0] - 1] + labels[1:])
     with pytest.raises(FileNotFoundError):
         train(images, labels, init_from=tmp_path / "missing")
+    with pytest.raises(ValueError, match="2 sample weights for 3 images"):
+        train(images, labels, sample_weights=[1.0, 1.0])
+    with pytest.raises(ValueError, match="finite, >= 0 and not all 0"):
+        train(images, labels, sample_weights=[1.0, -1.0, 1.0])
     assert not (tmp_path / "model").exists()
+
+
+def test_repeat_counts_list_images_in_proportion_to_their_weights() -> None:
+    assert repeat_counts(np.array([1.0, 1.0, 0.15, 0.15])) == [7, 7, 1, 1]
+    assert repeat_counts(np.array([2.0, 0.0, 1.0])) == [2, 0, 1]
+    with pytest.raises(ValueError, match="spread too far"):
+        repeat_counts(np.array([1.0, 1e-6]))
 
 
 def test_settings_validation() -> None:
@@ -297,9 +309,10 @@ def test_stardist_fine_tunes_from_saved_model(stardist_model: Path, tmp_path: Pa
         nms_threshs=(0.3,), threads=1,
     )
     path = train_stardist(images, labels, val_images, val_labels, settings, tmp_path / "tuned",
-                          init_from=stardist_model)
+                          init_from=stardist_model, sample_weights=[1.0, 1.0, 1.0, 3.0])
     sidecar = json.loads((path / "cellsynth_stardist.json").read_text())
     assert sidecar["init_from"] == str(stardist_model.resolve())
+    assert sidecar["n_train"] == 4 and sidecar["sample_weights"] == [1.0, 1.0, 1.0, 3.0]
     model = load_stardist(path)
     assert model.config.n_rays == 16 and model.config.unet_n_filter_base == 16  # architecture of the init model
     initial = load_stardist(stardist_model).keras_model.get_weights()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from cellsynth.study import (
     Stage,
     check_plan,
     control_source,
+    mixing_weights,
     plan_experiments,
     run_experiment,
     segmenters,
@@ -138,6 +140,36 @@ def test_merge_without_synthetic_pairs_reuses_the_raw_model(tmp_path: Path, capl
     assert "fold_0 holds no pairs" in caplog.text
     repeat = run_experiment(raw, cellpose, *args[:4], 1, *args[5:])
     assert repeat["model_path"] != raw_record["model_path"]
+
+
+def test_a_synthetic_share_weights_the_draws_and_is_part_of_the_stage_identity(tmp_path: Path):
+    """augmentation.synthetic_share: real images weigh 1 and the synthetic pairs share the rest, so that
+    they get that share of Cellpose's draws (train_probs); a stage with a share is another model."""
+    real = {f"im{i}": _sample(f"im{i}", i) for i in range(4)}
+    synthetic = {"fold_0": [_sample(f"s{i}", 10 + i) for i in range(4)]}
+    cellpose = segmenters()["cellpose"]
+    merge = Experiment(0, "merge", (Stage(("im0", "im1"), "fold_0", "train"),), ("im2",), ("im3",))
+    args = ({**CELLPOSE_TINY, "nimg_per_epoch": 4}, {"train": 1, "finetune": 1, "subset": 1}, {}, {"elastic": False},
+            0, real, synthetic, tmp_path)
+    plain = run_experiment(merge, cellpose, *args)
+    shared = run_experiment(merge, cellpose, *args, synthetic_share=0.2)
+    assert shared["model_path"] != plain["model_path"]
+    sidecar = json.loads(next(Path(shared["model_path"]).glob("*.json")).read_text())
+    assert sidecar["sample_weights"] == pytest.approx([1, 1] + [0.2 * 2 / (0.8 * 4)] * 4)
+    assert json.loads(next(Path(plain["model_path"]).glob("*.json")).read_text())["sample_weights"] is None
+    with pytest.raises(ValueError, match="synthetic_share must be in"):
+        run_experiment(merge, cellpose, *args, synthetic_share=1.0)
+
+
+@pytest.mark.parametrize("n_real, n_synthetic, share, expected", [
+    (27, 180, 0.5, [1.0] * 27 + [27 / 180] * 180), (3, 1, 0.25, [1.0] * 3 + [1.0]),
+    (5, 0, 0.5, None), (0, 5, 0.5, None), (5, 5, None, None),
+])
+def test_mixing_weights_give_the_synthetic_pairs_their_share(n_real, n_synthetic, share, expected):
+    weights = mixing_weights(n_real, n_synthetic, share)
+    assert weights == (None if expected is None else pytest.approx(expected))
+    if weights is not None:
+        assert sum(weights[n_real:]) / sum(weights) == pytest.approx(share)
 
 
 def test_a_local_pretrained_model_starts_the_first_stage_and_is_part_of_its_identity(tmp_path: Path):

@@ -224,6 +224,20 @@ def _settings(cls: type, params: dict[str, Any], name: str) -> Any:
     return settings_from_dict(cls, params)
 
 
+def mixing_weights(n_real: int, n_synthetic: int, share: float | None) -> list[float] | None:
+    """Sampling weights (real images first) under which synthetic pairs get ``share`` of the draws.
+
+    None when nothing is mixed (no share, or one of the two kinds is absent). Raises ValueError for a
+    share outside (0, 1).
+    """
+    if share is None or n_real == 0 or n_synthetic == 0:
+        return None
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"augmentation.synthetic_share must be in (0, 1) or null, got {share}")
+    synthetic = share * n_real / ((1.0 - share) * n_synthetic)
+    return [1.0] * n_real + [synthetic] * n_synthetic
+
+
 def run_experiment(
     experiment: Experiment,
     segmenter: Segmenter,
@@ -236,6 +250,7 @@ def run_experiment(
     synthetic: Mapping[str, Sequence[AnnotatedImage]],
     folder: Path,
     init_from: str | Path | None = None,
+    synthetic_share: float | None = None,
 ) -> dict[str, Any]:
     """Train ``segmenter`` through the stages of ``experiment`` and score it on the fold's test images.
 
@@ -264,6 +279,10 @@ def run_experiment(
         A local model to start the first stage from instead of random weights (a StarDist model
         folder; a Cellpose model folder or weight file), e.g. a downloaded ``2D_versatile_fluo``.
         Its files' contents enter the digest, so another start never reuses a model.
+    synthetic_share
+        In a stage with real and synthetic images, the share of the trainer's image draws that fall
+        on synthetic pairs (:func:`mixing_weights`); None draws every image alike, as the paper's
+        merge does (with crops far smaller than the real images, synthetic pairs then dominate).
 
     Raises
     ------
@@ -298,11 +317,14 @@ def run_experiment(
                                    f"GAN's masks did not pass its filters, or hold no objects)")
         trained_on |= set(stage.real)
         n_synthetic += len(samples) - len(stage.real)
+        weights = mixing_weights(len(stage.real), len(samples) - len(stage.real), synthetic_share)
         stage_settings = {**settings, **budget_settings.get(stage.budget, {}), "epochs": epochs[stage.budget],
                           "seed": settings.get("seed", 0) + repeat,
                           "augment_config": {**augmenter, "elastic": augmenter["elastic"] and segmenter.elastic}}
         config = segmenter.settings(stage_settings)
         digest.update(json.dumps([k, stage.budget, stage_settings], sort_keys=True).encode())
+        if weights is not None:
+            digest.update(json.dumps({"synthetic_share": synthetic_share}).encode())
         for sample in samples:
             digest.update(sample.image.tobytes())
             digest.update(sample.labels.tobytes())
@@ -315,7 +337,7 @@ def run_experiment(
                         segmenter.name, experiment.name, experiment.fold, repeat, k, len(samples),
                         len(samples) - len(stage.real), epochs[stage.budget])
             segmenter.train([s.image for s in samples], [s.labels for s in samples], [s.image for s in val],
-                            [s.labels for s in val], config, target, init_from=model)
+                            [s.labels for s in val], config, target, init_from=model, sample_weights=weights)
         model = target
     test = [real[n] for n in experiment.test]
     return {

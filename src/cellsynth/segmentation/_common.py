@@ -89,6 +89,32 @@ def normalize_image(image: np.ndarray) -> np.ndarray:
     return normalize(image, low, high, axis=(0, 1), dtype=np.float32)
 
 
+def check_sample_weights(weights: Sequence[float] | None, n: int, what: str) -> np.ndarray | None:
+    """Per-image sampling weights as a float64 ``(n,)`` array (None stays None: every image alike).
+
+    Raises ValueError naming ``what`` for a wrong length, a negative or non-finite weight, or all zero.
+    """
+    if weights is None:
+        return None
+    array = np.asarray(weights, dtype=np.float64)
+    if array.shape != (n,):
+        raise ValueError(f"{what}: {array.size} sample weights for {n} images")
+    if not np.all(np.isfinite(array)) or (array < 0).any() or not (array > 0).any():
+        raise ValueError(f"{what}: sample weights must be finite, >= 0 and not all 0")
+    return array
+
+
+def repeat_counts(weights: np.ndarray, limit: int = 100_000) -> list[int]:
+    """How often to list each image so that uniform drawing over the list follows ``weights``: the
+    lightest weighted image once, the others in proportion (rounded). Zero-weight images are left out."""
+    lightest = weights[weights > 0].min()
+    counts = [int(round(w / lightest)) if w > 0 else 0 for w in weights]
+    if sum(counts) > limit:
+        raise ValueError(f"sample weights spread too far ({weights.max() / lightest:.3g}:1): the training list "
+                         f"would hold {sum(counts)} entries")
+    return counts
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, default=_json_default))
 

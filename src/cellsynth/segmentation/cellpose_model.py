@@ -53,6 +53,7 @@ from cellsynth.segmentation._common import (
     NORMALIZE_PERCENTILES,
     check_images,
     check_pairs,
+    check_sample_weights,
     normalize_image,
     settings_from_dict,
     write_json,
@@ -270,6 +271,7 @@ def train_cellpose(
     settings: CellposeSettings,
     workdir: str | os.PathLike,
     init_from: str | os.PathLike | None = None,
+    sample_weights: Sequence[float] | None = None,
 ) -> Path:
     """Train a Cellpose network from scratch (or fine-tune ``init_from``), on the CPU unless ``settings.gpu``.
 
@@ -286,6 +288,8 @@ def train_cellpose(
         Model folder to write; replaced as a whole when training succeeds.
     init_from
         A folder written by this function, or a Cellpose weight file, to start from.
+    sample_weights
+        How often each training image is drawn, relatively (None: alike); Cellpose's ``train_probs``.
 
     Returns
     -------
@@ -294,6 +298,7 @@ def train_cellpose(
     """
     workdir = Path(workdir)
     raw_images, raw_labels = check_pairs(images, labels, "Cellpose training set")
+    draw_weights = check_sample_weights(sample_weights, len(raw_images), "Cellpose training set")
     has_val = val_images is not None and len(val_images) > 0
     if has_val:
         raw_val_images, raw_val_labels = check_pairs(val_images, val_labels, "Cellpose validation set")
@@ -325,6 +330,10 @@ def train_cellpose(
              if has_val else None)
     val_y = [labels.copy() for labels in raw_val_labels] if has_val else None
     nimg_per_epoch = settings.nimg_per_epoch or (len(raw_images) if settings.intensity_copies else None)
+    if draw_weights is not None and nimg_per_epoch in (None, len(train_x)):
+        # Cellpose then walks a permutation of all images and never reads train_probs
+        raise ValueError("Cellpose training set: sample weights need nimg_per_epoch set to another number than "
+                         f"the {len(train_x)} training images (with intensity copies)")
 
     started = time.perf_counter()
     with staged_directory(workdir, create=False) as staging, _torch_threads(settings.threads), _cellpose_logging(
@@ -348,6 +357,8 @@ def train_cellpose(
             save_path=str(staging), save_every=max(settings.epochs, 1), nimg_per_epoch=nimg_per_epoch,
             rescale=settings.rescale, bsize=settings.bsize, min_train_masks=settings.min_train_masks,
             model_name=WEIGHTS.name,
+            # the intensity copies of an image are drawn as often as the image
+            train_probs=None if draw_weights is None else np.tile(draw_weights, 1 + settings.intensity_copies),
         )
         trained_s = time.perf_counter() - started
         if Path(filename) != staging / WEIGHTS:
@@ -360,6 +371,7 @@ def train_cellpose(
                 "normalize_percentiles": list(NORMALIZE_PERCENTILES),
                 "init_from": None if init_from is None else str(Path(init_from).resolve()),
                 "n_train": len(raw_images),
+                "sample_weights": None if draw_weights is None else draw_weights.tolist(),
                 "n_train_with_copies": len(train_x),
                 "n_val": len(val_x) if val_x is not None else 0,
                 "diam_labels": float(model.net.diam_labels.item()),

@@ -42,7 +42,9 @@ from cellsynth.segmentation._common import (
     channel_count,
     check_images,
     check_pairs,
+    check_sample_weights,
     normalize_image,
+    repeat_counts,
     settings_from_dict,
     write_json,
 )
@@ -256,6 +258,7 @@ def train_stardist(
     settings: StarDistSettings,
     workdir: str | os.PathLike,
     init_from: str | os.PathLike | None = None,
+    sample_weights: Sequence[float] | None = None,
 ) -> Path:
     """Train StarDist 2D (from scratch, or fine-tune ``init_from``) and tune its thresholds.
 
@@ -272,6 +275,9 @@ def train_stardist(
     init_from
         A model folder written by this function: its architecture and weights are the
         starting point (fine-tuning) and its channel count must match the data.
+    sample_weights
+        How often each training image is drawn, relatively (None: alike). StarDist draws images
+        uniformly, so an image is listed in proportion to its weight (the same array, not copies).
 
     Returns
     -------
@@ -280,6 +286,7 @@ def train_stardist(
     """
     workdir = Path(workdir)
     x_train, y_train = _prepare(images, labels, "StarDist training set")
+    weights = check_sample_weights(sample_weights, len(x_train), "StarDist training set")
     x_val, y_val = _prepare(val_images, val_labels, "StarDist validation set")
     n_channel = channel_count(x_train, "StarDist training set")
     if channel_count(x_val, "StarDist validation set") != n_channel:
@@ -306,6 +313,8 @@ def train_stardist(
 
     patch = tuple(settings.patch_size)
     train_pairs = [_pad_to(x, y, patch) for x, y in zip(x_train, y_train)]
+    if weights is not None:
+        train_pairs = [pair for pair, count in zip(train_pairs, repeat_counts(weights)) for _ in range(count)]
     val_pairs = [_pad_to(x, y, patch) for x, y in zip(x_val, y_val)]
     augmenter = StarDistAugmenter(settings.augment_config, settings.seed) if settings.augment else None
 
@@ -344,7 +353,8 @@ def train_stardist(
                 "n_channel_in": n_channel,
                 "normalize_percentiles": list(NORMALIZE_PERCENTILES),
                 "init_from": None if init_from is None else str(Path(init_from).resolve()),
-                "n_train": len(train_pairs),
+                "n_train": len(x_train),
+                "sample_weights": None if weights is None else weights.tolist(),
                 "n_val": len(val_pairs),
                 "thresholds": dict(thresholds),
                 "history": record,

@@ -14,7 +14,7 @@ from cellsynth.crops import Fold
 from cellsynth.figures import panel_grid
 from cellsynth.io import AnnotatedImage
 from cellsynth.segmentation import AugmentConfig, augment_pair, normalize_image
-from cellsynth.study import Experiment, plan_experiments, synthetic_sources
+from cellsynth.study import Experiment, mixing_weights, plan_experiments, synthetic_sources
 
 logger = logging.getLogger(__name__)
 PREVIEW_SAMPLES = 4
@@ -45,7 +45,9 @@ def plan_training_sets(
         logger.info("fold %d %s: %s", experiment.fold, experiment.name,
                     " then ".join(f"{len(s.real)} real + synthetic {s.synthetic or '-'} ({s.budget})"
                                   for s in experiment.stages))
-    return {"augmenter": params["augmenter"], "experiments": [e.to_dict() for e in plan]}
+    share = params.get("synthetic_share")
+    mixing_weights(1, 1, share)  # a bad share fails here, before any training
+    return {"augmenter": params["augmenter"], "synthetic_share": share, "experiments": [e.to_dict() for e in plan]}
 
 
 def preview_augmentation(

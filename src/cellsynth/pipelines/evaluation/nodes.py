@@ -59,7 +59,8 @@ def train_segmentation_models(
         try:
             record = run_experiment(experiment, available[name], method["settings"], method["epochs"],
                                     method.get("budget_settings") or {}, training_sets["augmenter"], repeat, real,
-                                    synthetic, Path(params["model_dir"]) / name, init_from=starts[name])
+                                    synthetic, Path(params["model_dir"]) / name, init_from=starts[name],
+                                    synthetic_share=training_sets.get("synthetic_share"))
         except EmptyTrainingSet as error:
             logger.warning("skipped: %s", error)
             continue
