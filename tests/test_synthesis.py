@@ -61,6 +61,16 @@ def test_stardist_layout_is_read_by_cellsynth_and_as_stardist_globs_it(masks, pa
     assert len(written["mask_generator"]) == len(written["pix2pix"]) == 12
 
 
+def test_one_channel_images_are_written_as_plain_2d_images(masks, tmp_path):
+    """Grayscale in, grayscale out: (H, W), not (H, W, 1), which napari would stack as a 4-D volume."""
+    images = np.random.default_rng(1).integers(0, 255, (4, 64, 64, 1)).astype(np.uint8)
+    gray = ImagePainter(UNetGenerator(mask_channels("label"), 1, base_filters=4, depth=6, resolution=64),
+                        ChannelNormalizer.fit(images), "label")
+    synthesize_dataset(tmp_path / "synthetic", masks, gray, n=3, batch=8, progress=False)
+    written = [tifffile.imread(p) for p in sorted((tmp_path / "synthetic" / "images").glob("*.tif"))]
+    assert len(written) == 3 and all(w.shape == (64, 64) and w.dtype == np.uint8 for w in written)
+
+
 def test_cellpose_layout_is_read_by_cellpose(masks, painter, tmp_path):
     from cellpose import io as cellpose_io
 

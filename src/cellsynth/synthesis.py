@@ -181,5 +181,8 @@ def _write_pair(folder: Path, layout: str, stem: str, image: np.ndarray, labels:
     image_path, mask_path = ((folder / "images" / f"{stem}.tif", folder / "masks" / f"{stem}.tif")
                              if layout == "stardist" else  # Cellpose: <stem>.tif with <stem>_masks.tif beside it
                              (folder / f"{stem}.tif", folder / f"{stem}_masks.tif"))
-    tifffile.imwrite(image_path, image, compression="zlib")
+    # one channel is written as a plain (H, W) image, as grayscale microscopy comes: napari, StarDist and
+    # Cellpose would read a trailing axis of 1 as another spatial or time axis
+    tifffile.imwrite(image_path, image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image,
+                     compression="zlib")
     tifffile.imwrite(mask_path, labels, compression="zlib")
