@@ -62,7 +62,7 @@ def compare_mask_sets(
     """
     if len(reference.labels) < 2:
         raise ValueError(f"the reference set needs at least 2 masks, has {len(reference.labels)}")
-    reference = _subsample(reference, max_masks, seed)
+    reference = subsample(reference, max_masks, seed)
     ref_flows = quality.extract_features(encoding.encode_batch(reference.labels), features, name="reference flows")
     ref_layout = layout.layout_statistics(list(reference.labels))
     ref_images = None
@@ -73,7 +73,7 @@ def compare_mask_sets(
                                               name="reference images")
     result = {}
     for name, candidate in candidates.items():
-        candidate = _subsample(candidate, max_masks, seed)
+        candidate = subsample(candidate, max_masks, seed)
         if len(candidate.labels) and candidate.labels.shape[1:] != reference.labels.shape[1:]:
             raise ValueError(f"set {name!r}: masks of shape {candidate.labels.shape[1:]}, the reference's are "
                              f"{reference.labels.shape[1:]}")
@@ -164,7 +164,8 @@ def readable_quality_table(means: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _subsample(masks: MaskSet, max_masks: int | None, seed: int) -> MaskSet:
+def subsample(masks: MaskSet, max_masks: int | None, seed: int) -> MaskSet:
+    """At most ``max_masks`` of a set (a seeded random choice, in their order); None keeps them all."""
     if max_masks is None or len(masks.labels) <= max_masks:
         return masks
     keep = np.sort(np.random.default_rng(seed).choice(len(masks.labels), max_masks, replace=False))

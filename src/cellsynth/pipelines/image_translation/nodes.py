@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cellsynth import quality
+from cellsynth.comparison import MaskSet, subsample
 from cellsynth.crops import Fold, crops_by_group, group_seed, heldout_groups
 from cellsynth.figures import panel_grid
 from cellsynth.io import AnnotatedImage
@@ -149,10 +150,12 @@ def evaluate_translation(
     for group in sorted(models):
         if group not in heldout_crops:
             raise ValueError(f"heldout_crops lacks group {group!r} of pix2pix_models; rerun image_translation")
-        model, heldout = models[group], heldout_crops[group]
+        model = models[group]
+        heldout = subsample(MaskSet(heldout_crops[group]["labels"], heldout_crops[group]["images"]),
+                            params["evaluation"]["max_crops"], params["evaluation"]["seed"])
         normalizer = ChannelNormalizer.from_dict(model["normalizer"])
-        real = normalizer.forward(heldout["images"])
-        generated = normalizer.forward(_translate(model, heldout["labels"], params["generation"], device))
+        real = normalizer.forward(heldout.images)
+        generated = normalizer.forward(_translate(model, heldout.labels, params["generation"], device))
         reference = quality.extract_features(quality.feature_images(real), features, name=f"{group} real images")
         scores = {f"heldout.{k}": v for k, v in quality.translation_quality(real, generated, features,
                                                                             reference).items()}
@@ -164,7 +167,7 @@ def evaluate_translation(
         per_group[group] = scores
         logger.info("%s: %s", group, ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
         shown = slice(0, SAMPLES_SHOWN)
-        group_panels = [("masks", heldout["labels"][shown]), ("real images", heldout["images"][shown]),
+        group_panels = [("masks", heldout.labels[shown]), ("real images", heldout.images[shown]),
                         ("pix2pix images", normalizer.inverse(generated[shown]))]
         if pairs:
             group_panels += [("GAN masks", np.stack([p.labels for p in pairs[shown]])),
