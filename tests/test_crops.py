@@ -47,6 +47,32 @@ def test_bad_fold_settings_are_named(k, n, message):
         make_folds([f"im{i}" for i in range(n)], k=k, seed=0)
 
 
+@pytest.mark.parametrize("n, k", [(40, 3), (10, 2), (23, 4)])
+def test_validation_from_the_training_images_leaves_more_to_train_on(n, k):
+    """val_fraction: each image is still tested once, validation comes out of the fold's own non-test
+    images, and with 3 folds of 40 images 21 train instead of 13."""
+    names = [f"im{i}" for i in range(n)]
+    folds = make_folds(names, k=k, seed=3, val_fraction=0.2)
+    assert sorted(n for f in folds for n in f.test) == sorted(names)
+    for fold in folds:
+        train, val, test = set(fold.train), set(fold.val), set(fold.test)
+        assert not (train & val or train & test or val & test) and train | val | test == set(names)
+        assert len(val) == max(1, round(0.2 * (n - len(test))))
+    if (n, k) == (40, 3):
+        assert min(len(f.train) for f in folds) == 21
+        assert max(len(f.train) for f in make_folds(names, k=3, seed=3)) == 14
+    assert folds == make_folds(names, k=k, seed=3, val_fraction=0.2)
+
+
+@pytest.mark.parametrize("k, n, val_fraction, message", [
+    (1, 10, 0.2, "folds.k must be >= 2"), (3, 10, 1.0, "val_fraction must be in"),
+    (3, 10, 0.0, "val_fraction must be in"), (3, 3, 0.9, "leaves fold 0 no training image"),
+])
+def test_bad_validation_fractions_are_named(k, n, val_fraction, message):
+    with pytest.raises(ValueError, match=message):
+        make_folds([f"im{i}" for i in range(n)], k=k, seed=0, val_fraction=val_fraction)
+
+
 def test_training_groups_hold_only_training_images():
     folds = make_folds([f"im{i}" for i in range(9)], 3, seed=0)
     groups = training_groups(folds, [f"im{i}" for i in range(9)], "folds")

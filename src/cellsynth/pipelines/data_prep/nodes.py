@@ -43,8 +43,13 @@ def load_annotated_images(dataset: dict[str, Any]) -> list[AnnotatedImage]:
 
 def split_folds(images: list[AnnotatedImage], folds: dict[str, Any]) -> dict[str, Any]:
     """K image-level cross-validation folds, recorded with their settings."""
-    split = make_folds([s.name for s in images], k=folds["k"], seed=folds["seed"])
-    return {"k": folds["k"], "seed": folds["seed"], "folds": [f.to_dict() for f in split]}
+    split = make_folds([s.name for s in images], k=folds["k"], seed=folds["seed"],
+                       val_fraction=folds.get("val_fraction"))
+    for i, fold in enumerate(split):
+        logger.info("fold %d: %d training, %d validation, %d test images", i, len(fold.train), len(fold.val),
+                    len(fold.test))
+    return {"k": folds["k"], "seed": folds["seed"], "val_fraction": folds.get("val_fraction"),
+            "folds": [f.to_dict() for f in split]}
 
 
 def assign_training_groups(
