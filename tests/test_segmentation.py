@@ -36,8 +36,8 @@ from cellsynth.segmentation import (
     train_cellpose,
     train_stardist,
 )
-from cellsynth.segmentation._common import repeat_counts
 from cellsynth.segmentation import augment as augment_module
+from cellsynth.segmentation._common import repeat_counts
 from cellsynth.segmentation.stardist_model import GLIBC_MMAP_THRESHOLD_MAX
 
 # One torch thread: on a loaded 2-core machine two threads were up to 10x slower (thread sync).
