@@ -301,7 +301,7 @@ def training_size_figure(aggregated: pd.DataFrame, title: str | None = None) -> 
         axis.set_ylim(0.0, 1.05)
         axis.grid(color="0.9")
     axes[0, 0].set_ylabel("accuracy (mean over IoU 0.5–0.9)")
-    axes[0, -1].legend(fontsize=7, loc="lower right")
+    axes[0, -1].legend(fontsize=7, loc="best")
     if title:
         figure.suptitle(title)
     figure.tight_layout()
