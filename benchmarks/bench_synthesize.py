@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(n: int, batch: int, threads: int) -> dict[str, float]:
     from cellsynth.gan.pretrained import load_initial_weights
-    from cellsynth.gan.training import build_generator
-    from cellsynth.synthesis import ImagePainter, MaskSource, synthesize_dataset
+    from cellsynth.image_painter import ImagePainter
+    from cellsynth.mask_generator import GenerationSettings, MaskSource
+    from cellsynth.synthesis import synthesize_dataset
     from cellsynth.translation import ChannelNormalizer, Pix2PixConfig, UNetGenerator, mask_channels
 
     torch.set_num_threads(threads)
@@ -38,11 +39,8 @@ def run(n: int, batch: int, threads: int) -> dict[str, float]:
     translation = yaml.safe_load((ROOT / "conf/base/parameters_image_translation.yml").read_text())
     config = Pix2PixConfig.from_params(translation["image_translation"]["training"])
     state = load_initial_weights("demo-phantom")
-    generator = build_generator(state["architecture"])
-    generator.load_state_dict(state["G_ema"])
-    generation = params["generation"]
-    masks = MaskSource(generator, params["downsample"], min_objects=generation["min_objects"],
-                       max_consistency_error=generation["max_consistency_error"])
+    masks = MaskSource.from_model({**state, "downsample": params["downsample"]}, "cellpose_flow",
+                                  GenerationSettings.from_params(params["generation"]))
     images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3)).astype(np.uint8)
     painter = ImagePainter(UNetGenerator(mask_channels(config.representation), 3, config.g_filters, config.g_depth,
                                          config.dropout, 64, config.norm, config.upsample).eval(),

@@ -40,8 +40,8 @@ from cellsynth.gan.pretrained import export_weights, load_initial_weights
 from cellsynth.gan.training import (
     GANConfig,
     build_generator,
+    gan_run_fingerprint,
     generate_images,
-    run_fingerprint,
     snapshot_rank,
     train_gan,
 )
@@ -204,7 +204,7 @@ def main() -> None:
     config = training_config(args.config, args.set, args.kimg or 1e6, args.snapshot_kimg, args.seed)
     init_from = load_initial_weights(args.init_from) if args.init_from else None
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="converge_gan-"))
-    store = CheckpointStore(work / f"checkpoints-{run_fingerprint(config, gan_fields, init_from)}")
+    store = CheckpointStore(work / f"checkpoints-{gan_run_fingerprint(config, gan_fields, init_from)}")
     if args.rescore:  # the run being rescored may predate a change of settings: take the newest checkpoints
         folders = sorted(work.glob("checkpoints-*"), key=lambda folder: folder.stat().st_mtime)
         if not folders:

@@ -11,7 +11,7 @@ import yaml
 
 from cellsynth import encoding, generated_fields
 from cellsynth.gan.pretrained import SHIPPED, export_weights, load_initial_weights
-from cellsynth.gan.training import GANConfig, build_networks, generate_images, run_fingerprint, train_gan
+from cellsynth.gan.training import GANConfig, build_networks, gan_run_fingerprint, generate_images, train_gan
 from cellsynth.training import CheckpointStore, start_runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_exported_weights_start_a_run_that_continues_their_schedules(images, tmp
     start.load_state_dict(state["G"])
     assert any(not torch.equal(v, second["G"][k]) for k, v in start.state_dict().items())  # it trained on
     config = GANConfig(**TINY)
-    assert run_fingerprint(config, images, state) != run_fingerprint(config, images)
+    assert gan_run_fingerprint(config, images, state) != gan_run_fingerprint(config, images)
 
 
 def test_weights_of_another_architecture_are_refused_by_name(images, tmp_path):

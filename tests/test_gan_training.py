@@ -14,8 +14,8 @@ import torch
 
 from cellsynth.gan.training import (
     GANConfig,
+    gan_run_fingerprint,
     generate_images,
-    run_fingerprint,
     snapshot_rank,
     train_gan,
 )
@@ -147,10 +147,10 @@ def test_generation_is_deterministic_and_in_range(images, tmp_path):
 
 def test_fingerprint_ignores_training_length_but_not_settings(images):
     base = GANConfig(**TINY)
-    assert run_fingerprint(base, images) == run_fingerprint(GANConfig(**TINY, kimg=99), images)
-    assert run_fingerprint(base, images) == run_fingerprint(GANConfig(**TINY, modulation="grouped"), images)
-    assert run_fingerprint(base, images) != run_fingerprint(GANConfig(**{**TINY, "batch": 8}), images)
-    assert run_fingerprint(base, images) != run_fingerprint(base, images[::-1])
+    assert gan_run_fingerprint(base, images) == gan_run_fingerprint(GANConfig(**TINY, kimg=99), images)
+    assert gan_run_fingerprint(base, images) == gan_run_fingerprint(GANConfig(**TINY, modulation="grouped"), images)
+    assert gan_run_fingerprint(base, images) != gan_run_fingerprint(GANConfig(**{**TINY, "batch": 8}), images)
+    assert gan_run_fingerprint(base, images) != gan_run_fingerprint(base, images[::-1])
 
 
 def test_checkpoints_of_another_architecture_are_refused(images, tmp_path):

@@ -100,8 +100,9 @@ def test_pretraining_then_fine_tuning_runs_resumes_and_refuses_empty_data(tmp_pa
     settings = CELLPOSE_TINY
     augmenter = {"elastic": True, "p_elastic": 0.5}
     cellpose = segmenters()["cellpose"]
-    args = (settings, {"train": 1, "finetune": 1, "subset": 1}, {}, augmenter, 0, real, synthetic, tmp_path)
-    record = run_experiment(experiment, cellpose, *args)
+    args = dict(settings=settings, epochs={"train": 1, "finetune": 1, "subset": 1}, budget_settings={},
+                augmenter=augmenter, repeat=0, real=real, synthetic=synthetic, folder=tmp_path)
+    record = run_experiment(experiment, cellpose, **args)
     assert record["trained_on"] == ["im0", "im1"] and record["synthetic_pairs"] == 2
     assert 0 <= record["accuracy"] <= 1 and Path(record["model_path"]).name.startswith("stage1-")
     assert len(list(tmp_path.iterdir())) == 2  # one model folder per stage
@@ -109,14 +110,14 @@ def test_pretraining_then_fine_tuning_runs_resumes_and_refuses_empty_data(tmp_pa
     def no_training(*args, **kwargs):
         raise AssertionError("a finished stage was trained again")
 
-    again = run_experiment(experiment, dataclasses.replace(cellpose, train=no_training), *args)
+    again = run_experiment(experiment, dataclasses.replace(cellpose, train=no_training), **args)
     assert again == record
 
     empty = Experiment(0, "pretrain", (Stage((), "fold_0-empty", "train"),), ("im2",), ("im3",))
     with pytest.raises(EmptyTrainingSet, match="no labelled object"):
-        run_experiment(empty, cellpose, *args)
+        run_experiment(empty, cellpose, **args)
     with pytest.raises(ValueError, match=r"unknown evaluation.cellpose.settings parameter\(s\) \['bsize_'\]"):
-        run_experiment(experiment, cellpose, {**settings, "bsize_": 8}, *args[1:])
+        run_experiment(experiment, cellpose, **{**args, "settings": {**settings, "bsize_": 8}})
 
 
 def test_merge_without_synthetic_pairs_reuses_the_raw_model(tmp_path: Path, caplog: pytest.LogCaptureFixture):
@@ -127,18 +128,18 @@ def test_merge_without_synthetic_pairs_reuses_the_raw_model(tmp_path: Path, capl
     cellpose = segmenters()["cellpose"]
     raw = Experiment(0, "raw", (Stage(("im0", "im1"), None, "train"),), ("im2",), ("im3",))
     merge = Experiment(0, "merge", (Stage(("im0", "im1"), "fold_0", "train"),), ("im2",), ("im3",))
-    args = (settings, {"train": 1, "finetune": 1, "subset": 1}, {}, {"elastic": False}, 0, real, {"fold_0": []},
-            tmp_path)
-    raw_record = run_experiment(raw, cellpose, *args)
+    args = dict(settings=settings, epochs={"train": 1, "finetune": 1, "subset": 1}, budget_settings={},
+                augmenter={"elastic": False}, repeat=0, real=real, synthetic={"fold_0": []}, folder=tmp_path)
+    raw_record = run_experiment(raw, cellpose, **args)
 
     def no_training(*args, **kwargs):
         raise AssertionError("merge without synthetic pairs was trained again")
 
-    merge_record = run_experiment(merge, dataclasses.replace(cellpose, train=no_training), *args)
+    merge_record = run_experiment(merge, dataclasses.replace(cellpose, train=no_training), **args)
     assert merge_record["model_path"] == raw_record["model_path"] and merge_record["synthetic_pairs"] == 0
     assert merge_record["accuracy"] == raw_record["accuracy"]
     assert "fold_0 holds no pairs" in caplog.text
-    repeat = run_experiment(raw, cellpose, *args[:4], 1, *args[5:])
+    repeat = run_experiment(raw, cellpose, **{**args, "repeat": 1})
     assert repeat["model_path"] != raw_record["model_path"]
 
 
@@ -149,16 +150,17 @@ def test_a_synthetic_share_weights_the_draws_and_is_part_of_the_stage_identity(t
     synthetic = {"fold_0": [_sample(f"s{i}", 10 + i) for i in range(4)]}
     cellpose = segmenters()["cellpose"]
     merge = Experiment(0, "merge", (Stage(("im0", "im1"), "fold_0", "train"),), ("im2",), ("im3",))
-    args = ({**CELLPOSE_TINY, "nimg_per_epoch": 4}, {"train": 1, "finetune": 1, "subset": 1}, {}, {"elastic": False},
-            0, real, synthetic, tmp_path)
-    plain = run_experiment(merge, cellpose, *args)
-    shared = run_experiment(merge, cellpose, *args, synthetic_share=0.2)
+    args = dict(settings={**CELLPOSE_TINY, "nimg_per_epoch": 4}, epochs={"train": 1, "finetune": 1, "subset": 1},
+                budget_settings={}, augmenter={"elastic": False}, repeat=0, real=real, synthetic=synthetic,
+                folder=tmp_path)
+    plain = run_experiment(merge, cellpose, **args)
+    shared = run_experiment(merge, cellpose, **args, synthetic_share=0.2)
     assert shared["model_path"] != plain["model_path"]
     sidecar = json.loads(next(Path(shared["model_path"]).glob("*.json")).read_text())
     assert sidecar["sample_weights"] == pytest.approx([1, 1] + [0.2 * 2 / (0.8 * 4)] * 4)
     assert json.loads(next(Path(plain["model_path"]).glob("*.json")).read_text())["sample_weights"] is None
     with pytest.raises(ValueError, match="synthetic_share must be in"):
-        run_experiment(merge, cellpose, *args, synthetic_share=1.0)
+        run_experiment(merge, cellpose, **args, synthetic_share=1.0)
 
 
 @pytest.mark.parametrize("n_real, n_synthetic, share, expected", [
@@ -178,12 +180,12 @@ def test_a_local_pretrained_model_starts_the_first_stage_and_is_part_of_its_iden
     real = {f"im{i}": _sample(f"im{i}", i) for i in range(4)}
     cellpose = segmenters()["cellpose"]
     raw = Experiment(0, "raw", (Stage(("im0", "im1"), None, "train"),), ("im2",), ("im3",))
-    args = (CELLPOSE_TINY, {"train": 1, "finetune": 1, "subset": 1}, {}, {"elastic": False}, 0, real, {},
-            tmp_path / "models")
-    scratch = run_experiment(raw, cellpose, *args)
-    tuned = run_experiment(raw, cellpose, *args, init_from=scratch["model_path"])
+    args = dict(settings=CELLPOSE_TINY, epochs={"train": 1, "finetune": 1, "subset": 1}, budget_settings={},
+                augmenter={"elastic": False}, repeat=0, real=real, synthetic={}, folder=tmp_path / "models")
+    scratch = run_experiment(raw, cellpose, **args)
+    tuned = run_experiment(raw, cellpose, **args, init_from=scratch["model_path"])
     assert tuned["model_path"] != scratch["model_path"]
     sidecar = next(Path(tuned["model_path"]).glob("*.json"))
     assert str(Path(scratch["model_path"]).resolve()) in sidecar.read_text()
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        run_experiment(raw, cellpose, *args, init_from=tmp_path / "missing")
+        run_experiment(raw, cellpose, **args, init_from=tmp_path / "missing")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from glob import glob
 from pathlib import Path
@@ -12,9 +13,10 @@ import tifffile
 import yaml
 
 from cellsynth.gan.pretrained import load_initial_weights
-from cellsynth.gan.training import build_generator
+from cellsynth.image_painter import ImagePainter
 from cellsynth.io import read_dataset
-from cellsynth.synthesis import ImagePainter, MaskSource, synthesize_dataset
+from cellsynth.mask_generator import GenerationSettings, MaskSource
+from cellsynth.synthesis import synthesize_dataset
 from cellsynth.translation import ChannelNormalizer, UNetGenerator, mask_channels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,11 +29,8 @@ def masks() -> MaskSource:
     """The shipped demo generator with conf/base's filters (about two thirds of its masks pass)."""
     params = yaml.safe_load((REPO / "conf/base/parameters_mask_gan.yml").read_text())["mask_gan"]
     state = load_initial_weights("demo-phantom")
-    generator = build_generator(state["architecture"])
-    generator.load_state_dict(state["G_ema"])
-    generation = params["generation"]
-    return MaskSource(generator, params["downsample"], min_objects=generation["min_objects"],
-                      max_consistency_error=generation["max_consistency_error"])
+    return MaskSource.from_model({**state, "downsample": params["downsample"]}, "cellpose_flow",
+                                 GenerationSettings.from_params(params["generation"]))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,7 @@ def test_stardist_layout_is_read_by_cellsynth_and_as_stardist_globs_it(masks, pa
     samples = read_dataset(folder)
     assert len(samples) == 10 and manifest["kept"] == 10 and manifest["generated"] >= 10
     assert all(s.image.dtype == np.uint16 and s.image.shape == (64, 64, 2) for s in samples)  # as pix2pix learnt
-    assert all(s.labels.max() >= masks.min_objects for s in samples)  # only masks that passed the filters
+    assert all(s.labels.max() >= masks.filters.min_objects for s in samples)  # only masks that passed the filters
     # StarDist's training examples: sorted globs of images/*.tif and masks/*.tif, read with imread
     images, labels = sorted(glob(str(folder / "images" / "*.tif"))), sorted(glob(str(folder / "masks" / "*.tif")))
     assert [Path(p).name for p in images] == [Path(p).name for p in labels]
@@ -56,7 +55,7 @@ def test_stardist_layout_is_read_by_cellsynth_and_as_stardist_globs_it(masks, pa
     written = json.loads((folder / "manifest.json").read_text())
     assert written == manifest and len(written["pairs"]) == 10
     pair = written["pairs"][0]
-    assert pair["seed"] >= 3 and pair["consistency_error"] <= masks.max_consistency_error
+    assert pair["seed"] >= 3 and pair["consistency_error"] <= masks.filters.max_consistency_error
     assert pair["objects"] == int(tifffile.imread(folder / "masks" / f"{pair['stem']}.tif").max())
     assert len(written["mask_generator"]) == len(written["pix2pix"]) == 12
 
@@ -78,7 +77,7 @@ def test_cellpose_layout_is_read_by_cellpose(masks, painter, tmp_path):
     synthesize_dataset(folder, masks, painter, n=5, batch=8, layout="cellpose", progress=False)
     images, labels, names, *_ = cellpose_io.load_train_test_data(str(folder), mask_filter="_masks")
     assert len(images) == len(labels) == len(names) == 5
-    assert all(label.max() >= masks.min_objects for label in labels)
+    assert all(label.max() >= masks.filters.min_objects for label in labels)
 
 
 def test_bad_requests_fail_clearly_and_write_nothing(masks, painter, tmp_path):
@@ -87,7 +86,8 @@ def test_bad_requests_fail_clearly_and_write_nothing(masks, painter, tmp_path):
         synthesize_dataset(folder, masks, painter, n=0)
     with pytest.raises(ValueError, match="synthesize.layout"):
         synthesize_dataset(folder, masks, painter, n=1, layout="napari")
-    impossible = MaskSource(masks.generator, masks.downsample, min_objects=10_000)
+    impossible = MaskSource(masks.generator, masks.downsample,
+                            filters=dataclasses.replace(masks.filters, min_objects=10_000))
     with pytest.raises(RuntimeError, match="passed the filters"):
         synthesize_dataset(folder, impossible, painter, n=2, batch=4, max_fields=8, progress=False)
     assert not folder.exists() and list(tmp_path.iterdir()) == []  # no half-written folder left behind

@@ -13,7 +13,7 @@ from cellsynth.translation import (
     PatchDiscriminator,
     Pix2PixConfig,
     UNetGenerator,
-    build_generator,
+    build_unet_generator,
     mask_channels,
     masks_to_input,
     permute_labels,
@@ -176,7 +176,7 @@ def test_generator_learns_masks_to_images(tmp_path):
     assert result.history[-1]["lr"] < result.history[0]["lr"] == 2e-4  # linear decay over the last epochs
     trained_l1, untrained_l1 = l1(result.generator), l1(untrained)
     assert trained_l1 < 0.6 * untrained_l1  # measured ~0.4 for seeds 0 and 1
-    rebuilt = build_generator(result.architecture)
+    rebuilt = build_unet_generator(result.architecture)
     rebuilt.load_state_dict(result.generator.state_dict())
     assert np.array_equal(translate(rebuilt, labels[:2], result.normalizer, "boundary", seed=3),
                           translate(result.generator, labels[:2], result.normalizer, "boundary", seed=3))

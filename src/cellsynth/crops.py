@@ -223,6 +223,7 @@ def add_rotations(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
 
 def crops_from_images(
     samples: Sequence[AnnotatedImage],
+    *,
     size: int = 256,
     stride: int = 128,
     min_objects: int = 3,

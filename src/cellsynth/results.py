@@ -33,8 +33,6 @@ from cellsynth.study import EXPERIMENTS
 
 RECORD_KEYS: tuple[str, ...] = ("model", "experiment", "fold", "repeat", "accuracy")
 STD_DDOF = 1
-# Experiments with a fixed place in tables and figures (the study's own, in its order); subsets and others follow.
-FIXED_EXPERIMENTS: tuple[str, ...] = EXPERIMENTS
 KNOWN_MODELS: tuple[str, ...] = ("stardist", "cellpose")
 AGGREGATE_COLUMNS: tuple[str, ...] = ("model", "experiment", "mean", "std", "n_folds", "n_repeats", "n_runs")
 PER_FOLD_COLUMNS: tuple[str, ...] = ("model", "experiment", "fold", "mean", "std", "n_repeats")
@@ -150,13 +148,13 @@ def _short(record: object, limit: int = 160) -> str:
 def experiment_sort_key(name: str) -> tuple[int, float, int, str]:
     """Sort key: raw, merge, pretrain, then ``subset_<fraction>[_raw|_merge|_merge_<control>]`` by
     decreasing fraction (``_raw``, then ``_merge``, then its controls), then other experiments by name."""
-    if name in FIXED_EXPERIMENTS:
-        return (FIXED_EXPERIMENTS.index(name), 0.0, 0, name)
+    if name in EXPERIMENTS:
+        return (EXPERIMENTS.index(name), 0.0, 0, name)
     match = _SUBSET.fullmatch(name)
     if match:
         rank = {"raw": 0, "merge": 1}.get(match.group(2), 2)
-        return (len(FIXED_EXPERIMENTS), -float(match.group(1)), rank, name)
-    return (len(FIXED_EXPERIMENTS) + 1, 0.0, 0, name)
+        return (len(EXPERIMENTS), -float(match.group(1)), rank, name)
+    return (len(EXPERIMENTS) + 1, 0.0, 0, name)
 
 
 def model_sort_key(name: str) -> tuple[int, str]:

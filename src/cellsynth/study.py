@@ -33,7 +33,7 @@ import numpy as np
 from cellsynth.crops import Fold, fold_of_group, subset_group
 from cellsynth.io import AnnotatedImage
 from cellsynth.metrics import segmentation_accuracy
-from cellsynth.training.config import check_known_settings
+from cellsynth.training.config import config_from_params
 
 logger = logging.getLogger(__name__)
 
@@ -218,10 +218,7 @@ def segmenters() -> dict[str, Segmenter]:
 
 def _settings(cls: type, params: dict[str, Any], name: str) -> Any:
     """A settings dataclass from parameters, naming any key it does not have."""
-    from cellsynth.segmentation import settings_from_dict
-
-    check_known_settings(cls, params, f"evaluation.{name}.settings")
-    return settings_from_dict(cls, params)
+    return config_from_params(cls, params, f"evaluation.{name}.settings")
 
 
 def mixing_weights(n_real: int, n_synthetic: int, share: float | None) -> list[float] | None:
@@ -241,6 +238,7 @@ def mixing_weights(n_real: int, n_synthetic: int, share: float | None) -> list[f
 def run_experiment(
     experiment: Experiment,
     segmenter: Segmenter,
+    *,
     settings: dict[str, Any],
     epochs: dict[str, int],
     budget_settings: dict[str, dict[str, Any]],

@@ -22,7 +22,6 @@ import hashlib
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,35 +31,11 @@ import tifffile
 import torch
 from tqdm.auto import tqdm
 
-from cellsynth import encoding, generated_fields
-from cellsynth.gan.networks import Generator
-from cellsynth.gan.training import generate_images
+from cellsynth.image_painter import ImagePainter
 from cellsynth.io import staged_directory, validate_labels
-from cellsynth.translation import ChannelNormalizer, UNetGenerator, translate
+from cellsynth.mask_generator import MaskSource
 
 LAYOUTS: tuple[str, ...] = ("stardist", "cellpose")
-
-
-@dataclass(frozen=True)
-class MaskSource:
-    """The mask GAN's ``G_ema`` and how its fields become masks."""
-
-    generator: Generator
-    downsample: int
-    method: str = "cellpose_flow"
-    truncation_psi: float = 1.0
-    min_objects: int = 3
-    max_consistency_error: float = 0.4
-    decode_options: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class ImagePainter:
-    """A trained pix2pix generator with its normaliser and mask representation."""
-
-    generator: UNetGenerator
-    normalizer: ChannelNormalizer
-    representation: str
 
 
 def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
@@ -120,7 +95,6 @@ def synthesize_dataset(
     if layout not in LAYOUTS:
         raise ValueError(f"synthesize.layout must be one of {LAYOUTS}, got {layout!r}")
     max_fields = 20 * n if max_fields is None else max_fields
-    decode_options = dict(masks.decode_options or {})
     pairs: list[dict[str, Any]] = []
     generated = 0
     bar = tqdm(total=n, desc="synthetic pairs", unit="pair", disable=not progress)
@@ -135,18 +109,12 @@ def synthesize_dataset(
                     f"(pass rate {len(pairs) / max(generated, 1):.3f}); train the mask GAN longer "
                     "(mask_gan.training.kimg) or relax mask_gan.generation.min_objects / max_consistency_error")
             batch_seed = seed + k
-            small = generate_images(masks.generator, batch, seed=batch_seed, truncation_psi=masks.truncation_psi,
-                                    device=device)
-            fields = encoding.upscale_fields(small, masks.downsample, masks.method)
-            labels = encoding.decode_batch(fields, method=masks.method, **decode_options)
-            errors = generated_fields.consistency_errors(fields, labels, masks.method)
-            kept = generated_fields.mask_filter(fields, labels, method=masks.method, min_objects=masks.min_objects,
-                                                max_consistency_error=masks.max_consistency_error, errors=errors)
+            drawn = masks.sample(batch, seed=batch_seed, device=device)
+            labels, kept, errors = drawn.labels, drawn.kept, drawn.errors
             generated += batch
             chosen = np.flatnonzero(kept)[: n - len(pairs)]
             if len(chosen):
-                images = translate(painter.generator, labels[chosen], painter.normalizer, painter.representation,
-                                   batch=min(len(chosen), 16), device=device, seed=batch_seed)
+                images = painter.paint(labels[chosen], batch=min(len(chosen), 16), seed=batch_seed, device=device)
                 for image, index in zip(images, chosen):
                     stem = f"synthetic_{len(pairs):06d}"
                     _write_pair(staging, layout, stem, image, labels[index])
@@ -163,8 +131,9 @@ def synthesize_dataset(
             "objects_per_pair": round(float(np.mean([p["objects"] for p in pairs])), 3),
             "mask_generator": weights_fingerprint(masks.generator.state_dict()),
             "pix2pix": weights_fingerprint(painter.generator.state_dict()),
-            "filters": {"min_objects": masks.min_objects, "max_consistency_error": masks.max_consistency_error,
-                        "decode": decode_options, "truncation_psi": masks.truncation_psi,
+            "filters": {"min_objects": masks.filters.min_objects,
+                        "max_consistency_error": masks.filters.max_consistency_error,
+                        "decode": dict(masks.filters.decode), "truncation_psi": masks.filters.truncation_psi,
                         "downsample": masks.downsample},
             "image": {"dtype": str(painter.normalizer.dtype), "channels": painter.normalizer.channels},
             "seed": seed, "batch": batch,

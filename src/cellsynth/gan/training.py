@@ -37,11 +37,10 @@ from cellsynth.training import (
     CheckpointStore,
     Runtime,
     capture_rng_state,
-    restore_rng_state,
+    resume_from_latest,
 )
 from cellsynth.training import run_fingerprint as fingerprint
 from cellsynth.training.config import config_from_params
-from cellsynth.training.runtime import seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +202,7 @@ def snapshot_rank(metrics: dict[str, float]) -> tuple[bool, float, float]:
     return unusable, fid, -metrics.get("pass_rate", 0.0)
 
 
-def run_fingerprint(config: GANConfig, images: np.ndarray, init_from: dict[str, Any] | None = None) -> str:
+def gan_run_fingerprint(config: GANConfig, images: np.ndarray, init_from: dict[str, Any] | None = None) -> str:
     """Digest of the settings, training images and starting weights (``init_from``'s ``G_ema``),
     leaving out the length of training (``kimg``, ``snapshot_kimg``) so a finished run can be
     extended, and ``modulation``, which changes speed only."""
@@ -238,6 +237,7 @@ def train_gan(
     config: GANConfig,
     checkpoints: CheckpointStore,
     runtime: Runtime,
+    *,
     evaluate: MetricsCallback | None = None,
     log_metrics: LogCallback | None = None,
     init_from: dict[str, Any] | None = None,
@@ -375,26 +375,17 @@ def _resume(run: _Run, checkpoints: CheckpointStore, init_from: dict[str, Any] |
     from the images they saw, as after a resume: a fine-tuned network is not a newly initialised one)."""
     nets = run.nets
     progress = _Progress()
-    state = checkpoints.latest(map_location=runtime.device)
+    state = resume_from_latest(
+        checkpoints, runtime,
+        {"G": nets.generator, "D": nets.discriminator, "G_ema": nets.generator_ema, "G_opt": run.g_opt,
+         "D_opt": run.d_opt, "loss": run.loss},
+        {"architecture": nets.architecture}, seed=lambda state: config.seed + runtime.rank + state["nimg"])
     if state is not None:
-        if state["architecture"] != nets.architecture:
-            raise ValueError(f"the checkpoints in {checkpoints.directory} were made with another architecture "
-                             f"({state['architecture']}); use another checkpoint folder for this configuration")
-        nets.generator.load_state_dict(state["G"])
-        nets.discriminator.load_state_dict(state["D"])
-        nets.generator_ema.load_state_dict(state["G_ema"])
-        run.g_opt.load_state_dict(state["G_opt"])
-        run.d_opt.load_state_dict(state["D_opt"])
-        run.loss.load_state_dict(state["loss"])
         progress = _Progress(state["nimg"], state["best"], state["history"], state.get("schedule_offset", 0))
         if run.controller is not None:
             run.controller.p = state["augment_p"]
         if run.augment_pipe is not None:
             run.augment_pipe.p.fill_(state["augment_p"])
-        if runtime.is_main:
-            restore_rng_state(state["rng"])
-        else:  # only the main process's random state is saved; the others continue on a fresh stream
-            seed_everything(config.seed + runtime.rank + progress.nimg)
         logger.info("Resuming GAN training from %s at %.1f kimg", checkpoints.paths()[-1], progress.nimg / 1000)
     elif init_from is not None:
         if init_from.get("architecture", nets.architecture) != nets.architecture:

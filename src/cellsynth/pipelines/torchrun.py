@@ -22,16 +22,30 @@ import mlflow
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from cellsynth.pipelines.image_translation import nodes as image_translation
-from cellsynth.pipelines.mask_gan import nodes as mask_gan
+from cellsynth import quality
+from cellsynth.image_painter import train_painter
+from cellsynth.mask_generator import MaskGANSettings, train_mask_gan
 from cellsynth.training import Runtime, start_runtime
+from cellsynth.translation import Pix2PixConfig
+
+
+def _train_mask_gan(group: str, data: dict, params: dict[str, Any], runtime: Runtime) -> tuple[Any, Any]:
+    fid = params["fid"]
+    features = quality.inception_features(fid["inception_weights"], fid["allow_download"], device=runtime.device)
+    return train_mask_gan(data["flows"], MaskGANSettings.from_params(params["mask_gan"]), group=group,
+                          method=params["encoding"]["method"], features=features, runtime=runtime)
+
+
+def _train_painter(group: str, data: dict, params: dict[str, Any], runtime: Runtime) -> tuple[Any, Any]:
+    settings = params["image_translation"]
+    return train_painter(data["labels"], data["images"], Pix2PixConfig.from_params(settings["training"]),
+                         group=group, checkpoint_dir=settings["checkpoint_dir"], runtime=runtime)
+
 
 # pipeline -> (catalog entry it trains on, train one group: (group, that group's data, all params, runtime))
 TRAINERS: dict[str, tuple[str, Callable[[str, dict, dict[str, Any], Runtime], tuple[Any, Any]]]] = {
-    "mask_gan": ("encoded_flows", lambda group, data, params, runtime: mask_gan.train_group(
-        group, data["flows"], params["mask_gan"], params["encoding"]["method"], params["fid"], runtime)),
-    "image_translation": ("training_crops", lambda group, data, params, runtime: image_translation.train_group(
-        group, data["labels"], data["images"], params["image_translation"], runtime)),
+    "mask_gan": ("encoded_flows", _train_mask_gan),
+    "image_translation": ("training_crops", _train_painter),
 }
 
 

@@ -22,7 +22,7 @@ Typical use::
     labels = predict_cellpose(path, test_images)
 """
 
-from cellsynth.segmentation._common import normalize_image, settings_from_dict
+from cellsynth.segmentation._common import normalize_image
 from cellsynth.segmentation.augment import (
     AugmentConfig,
     StarDistAugmenter,
@@ -66,7 +66,6 @@ __all__ = [
     "random_flip_rotate",
     "read_cellpose_settings",
     "read_stardist_settings",
-    "settings_from_dict",
     "train_cellpose",
     "train_stardist",
 ]

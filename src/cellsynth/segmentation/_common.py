@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,22 +126,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def settings_from_dict(cls: type[T], values: dict[str, Any]) -> T:
-    """Rebuild a (possibly nested) settings dataclass from ``dataclasses.asdict`` output read back from JSON.
-
-    Unknown keys are ignored (files from older versions); JSON lists become tuples where the default is one.
-    """
-    known = {field.name: field for field in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for name, value in values.items():
-        if name not in known:
-            continue
-        default = known[name].default
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            value = settings_from_dict(type(default), value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)

@@ -55,10 +55,10 @@ from cellsynth.segmentation._common import (
     check_pairs,
     check_sample_weights,
     normalize_image,
-    settings_from_dict,
     write_json,
 )
 from cellsynth.segmentation.augment import AugmentConfig, intensity_augment
+from cellsynth.training.config import config_from_params
 
 if TYPE_CHECKING:
     from cellpose.models import CellposeModel
@@ -394,7 +394,7 @@ def load_cellpose(path: str | os.PathLike, settings: CellposeSettings | None = N
     if settings is None:
         sidecar = Path(path) / SIDECAR
         if sidecar.is_file():
-            settings = settings_from_dict(CellposeSettings, json.loads(sidecar.read_text())["settings"])
+            settings = read_cellpose_settings(path)
         else:
             settings = CellposeSettings()
     with _torch_threads(settings.threads):
@@ -452,7 +452,9 @@ def predict_cellpose(
 
 def read_cellpose_settings(path: str | os.PathLike) -> CellposeSettings:
     """The :class:`CellposeSettings` a model folder was trained with."""
-    return settings_from_dict(CellposeSettings, json.loads((Path(path) / SIDECAR).read_text())["settings"])
+    sidecar = Path(path) / SIDECAR
+    return config_from_params(CellposeSettings, json.loads(sidecar.read_text())["settings"], str(sidecar),
+                              strict=False)  # a record of an older version may hold settings since removed
 
 
 __all__ = [

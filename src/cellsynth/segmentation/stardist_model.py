@@ -45,10 +45,10 @@ from cellsynth.segmentation._common import (
     check_sample_weights,
     normalize_image,
     repeat_counts,
-    settings_from_dict,
     write_json,
 )
 from cellsynth.segmentation.augment import AugmentConfig, StarDistAugmenter
+from cellsynth.training.config import config_from_params
 
 if TYPE_CHECKING:
     from stardist.models import StarDist2D
@@ -385,8 +385,9 @@ def read_stardist_settings(path: str | os.PathLike) -> StarDistSettings:
     """The :class:`StarDistSettings` a model folder was trained with (from its sidecar JSON)."""
     import json
 
-    payload = json.loads((Path(path) / SIDECAR).read_text())
-    return settings_from_dict(StarDistSettings, payload["settings"])
+    sidecar = Path(path) / SIDECAR
+    return config_from_params(StarDistSettings, json.loads(sidecar.read_text())["settings"], str(sidecar),
+                              strict=False)  # a record of an older version may hold settings since removed
 
 
 def predict_stardist(

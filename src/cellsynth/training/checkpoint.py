@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from cellsynth.io import write_atomically
+from cellsynth.training.runtime import Runtime, seed_everything
 
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 
@@ -96,3 +98,44 @@ def run_fingerprint(config: Any, *arrays: np.ndarray, ignore: tuple[str, ...] = 
         digest.update(f"{array.dtype}{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()[:12]
+
+
+def resume_from_latest(
+    checkpoints: CheckpointStore,
+    runtime: Runtime,
+    modules: Mapping[str, Any],
+    identity: Mapping[str, Any],
+    seed: Callable[[dict[str, Any]], int],
+) -> dict[str, Any] | None:
+    """Resume a training run from the newest checkpoint of ``checkpoints``, if there is one.
+
+    Parameters
+    ----------
+    modules
+        What the checkpoint restores: ``{key: object with load_state_dict}`` (networks, optimisers,
+        schedulers, losses), each loaded from ``state[key]``.
+    identity
+        Entries the checkpoint must hold unchanged (e.g. ``architecture``); a checkpoint made for
+        another configuration is refused rather than half-loaded.
+    seed
+        The seed for a non-main process, from the state (only the main process's random state is
+        saved; the others continue on a fresh stream).
+
+    Returns
+    -------
+    The checkpoint's state (for the caller's own counters and history), or None when there is none.
+    """
+    state = checkpoints.latest(map_location=runtime.device)
+    if state is None:
+        return None
+    found = {key: state.get(key) for key in identity}
+    if found != dict(identity):
+        raise ValueError(f"the checkpoints in {checkpoints.directory} were made with another architecture "
+                         f"({found}); use another checkpoint folder for this configuration")
+    for key, module in modules.items():
+        module.load_state_dict(state[key])
+    if runtime.is_main:
+        restore_rng_state(state["rng"])
+    else:
+        seed_everything(seed(state))
+    return state

@@ -1,33 +1,52 @@
-"""Building training settings from Kedro-style parameter dicts."""
+"""Settings dataclasses from parameter dicts: the one place where a Kedro parameter block, or a settings
+record read back from JSON, becomes a typed settings object."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+import dataclasses
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def config_from_params(cls: type[T], params: dict[str, Any], section: str) -> T:
-    """``cls(**params)`` for a settings dataclass, naming any key that is not a setting.
+def config_from_params(cls: type[T], params: dict[str, Any], section: str, *, strict: bool = True) -> T:
+    """A settings dataclass ``cls`` from a parameter dict.
+
+    Nested settings dataclasses are built from nested dicts, and lists become tuples where the setting
+    is one (YAML and JSON have no tuples).
 
     Parameters
     ----------
     cls
         A dataclass whose fields are the settings.
     params
-        The parameter dict (e.g. ``params:mask_gan.training``).
+        The parameter dict (e.g. ``params:mask_gan.training``), or ``dataclasses.asdict`` output read back.
     section
-        Where the parameters live, for the error message (``mask_gan``, ``image_translation``).
+        Where the parameters live, for the error message (``mask_gan.training``, ``evaluation.stardist``).
+    strict
+        Raise a ValueError naming any key that is not a setting (a typo must not pass silently); False
+        ignores such keys (settings records written by older versions).
     """
-    check_known_settings(cls, params, section)
-    return cls(**params)
+    if strict:
+        check_known_settings(cls, params, section)
+    known = {field.name: field for field in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in params.items():
+        if name not in known:
+            continue
+        default = known[name].default
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = config_from_params(type(default), value, f"{section}.{name}", strict=strict)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
 
 
 def check_known_settings(cls: type, params: dict[str, Any], section: str) -> None:
     """Raise a ValueError naming every key of ``params`` that is not a field of the dataclass ``cls``
     (a typo must not pass silently)."""
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"unknown {section} parameter(s) {unknown}; known: {sorted(known)}")

@@ -18,7 +18,7 @@ from cellsynth.translation.normalization import ChannelNormalizer
 from cellsynth.translation.training import (
     Pix2PixConfig,
     Pix2PixResult,
-    build_generator,
+    build_unet_generator,
     train_pix2pix,
     translate,
 )
@@ -30,7 +30,7 @@ __all__ = [
     "Pix2PixConfig",
     "Pix2PixResult",
     "UNetGenerator",
-    "build_generator",
+    "build_unet_generator",
     "mask_channels",
     "masks_to_input",
     "permute_labels",

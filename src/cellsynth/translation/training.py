@@ -31,10 +31,9 @@ from cellsynth.training import (
     CheckpointStore,
     Runtime,
     capture_rng_state,
-    restore_rng_state,
+    resume_from_latest,
 )
 from cellsynth.training.config import config_from_params
-from cellsynth.training.runtime import seed_everything
 from cellsynth.translation.masks import (
     FLIP_SIGN_CHANNELS,
     INTERPOLATION,
@@ -130,7 +129,7 @@ class Pix2PixResult:
     normalizer
         :meth:`ChannelNormalizer.to_dict` of the training images.
     architecture
-        Keyword arguments that rebuild the generator (:func:`build_generator`).
+        Keyword arguments that rebuild the generator (:func:`build_unet_generator`).
     representation
         The mask representation the generator takes (:mod:`cellsynth.translation.masks`).
     history
@@ -144,7 +143,7 @@ class Pix2PixResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def build_generator(architecture: dict[str, Any]) -> UNetGenerator:
+def build_unet_generator(architecture: dict[str, Any]) -> UNetGenerator:
     """A generator from the ``architecture`` dict stored with every trained model."""
     return UNetGenerator(**architecture)
 
@@ -155,6 +154,7 @@ def train_pix2pix(
     config: Pix2PixConfig,
     checkpoints: CheckpointStore,
     runtime: Runtime,
+    *,
     log_metrics: LogCallback | None = None,
     progress: bool = True,
 ) -> Pix2PixResult:
@@ -188,100 +188,131 @@ def train_pix2pix(
     if config.batch % runtime.world_size:
         raise ValueError(f"image_translation.batch ({config.batch}) must be divisible by the number of processes "
                          f"({runtime.world_size})")
-    device = runtime.device
-    resolution, channels = images.shape[1], images.shape[3]
     normalizer = ChannelNormalizer.fit(images)
-    targets = torch.from_numpy(normalizer.forward(images).transpose(0, 3, 1, 2).copy()).to(device)
-    mask_rng = np.random.default_rng(config.seed + runtime.rank)
-    # Flow and boundary inputs are deterministic and computed once; label inputs are re-permuted every batch.
-    fixed_inputs = (None if config.representation == "label"
-                    else torch.from_numpy(masks_to_input(labels, config.representation)).to(device))
-    architecture = {
-        "in_channels": mask_channels(config.representation), "out_channels": channels,
-        "base_filters": config.g_filters, "depth": config.g_depth, "dropout": config.dropout,
-        "resolution": resolution, "norm": config.norm, "upsample": config.upsample,
-    }
-    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    generator = build_generator(architecture).to(device, memory_format=memory_format)
-    discriminator = PatchDiscriminator(architecture["in_channels"] + channels, config.d_filters, config.d_layers,
-                                       config.norm).to(device, memory_format=memory_format)
-    g_opt = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
-    d_opt = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
-    schedule = _lr_factor(config.epochs, config.decay_epochs)
-    g_sched = torch.optim.lr_scheduler.LambdaLR(g_opt, schedule)
-    d_sched = torch.optim.lr_scheduler.LambdaLR(d_opt, schedule)
-
-    state = checkpoints.latest(map_location=device)
+    run = _build_run(config, resolution=images.shape[1], channels=images.shape[3], runtime=runtime)
+    data = _TrainingData(
+        labels=labels,
+        targets=torch.from_numpy(normalizer.forward(images).transpose(0, 3, 1, 2).copy()).to(runtime.device),
+        # Flow and boundary inputs are deterministic and computed once; label inputs are re-permuted every batch.
+        fixed_inputs=(None if config.representation == "label" else
+                      torch.from_numpy(masks_to_input(labels, config.representation)).to(runtime.device)),
+        mask_rng=np.random.default_rng(config.seed + runtime.rank))
+    state = resume_from_latest(
+        checkpoints, runtime,
+        {"G": run.generator, "D": run.discriminator, "G_opt": run.g_opt, "D_opt": run.d_opt, "G_sched": run.g_sched,
+         "D_sched": run.d_sched},
+        {"architecture": run.architecture, "representation": config.representation},
+        seed=lambda state: config.seed + runtime.rank + state["epoch"])
     epoch, history = 0, []
     if state is not None:
-        if state["architecture"] != architecture or state["representation"] != config.representation:
-            raise ValueError(f"the checkpoints in {checkpoints.directory} were made with another architecture "
-                             f"({state['architecture']}, {state['representation']!r}); use another checkpoint "
-                             f"folder for this configuration")
-        generator.load_state_dict(state["G"])
-        discriminator.load_state_dict(state["D"])
-        g_opt.load_state_dict(state["G_opt"])
-        d_opt.load_state_dict(state["D_opt"])
-        g_sched.load_state_dict(state["G_sched"])
-        d_sched.load_state_dict(state["D_sched"])
         epoch, history = state["epoch"], state["history"]
         if runtime.is_main:
-            restore_rng_state(state["rng"])
-            mask_rng.bit_generator.state = state["mask_rng"]
-        else:  # only the main process's random state is saved; the others continue on a fresh stream
-            seed_everything(config.seed + runtime.rank + epoch)
-            mask_rng = np.random.default_rng([config.seed + runtime.rank, epoch])
+            data.mask_rng.bit_generator.state = state["mask_rng"]
+        else:
+            data.mask_rng = np.random.default_rng([config.seed + runtime.rank, epoch])
         logger.info("Resuming pix2pix training from %s at epoch %d", checkpoints.paths()[-1], epoch)
-    for net in (generator, discriminator):
+    for net in (run.generator, run.discriminator):
         runtime.broadcast_module_(net)
-    step_networks = (runtime.compiled(generator), runtime.compiled(discriminator))  # share the weights
 
-    # An incomplete last batch is dropped (a different one each epoch): BatchNorm statistics need full batches.
-    steps_per_epoch = max(1, len(labels) // config.batch)
     bar = tqdm(total=config.epochs, initial=min(epoch, config.epochs), unit="epoch", desc="pix2pix",
                disable=not (progress and runtime.is_main))
     while epoch < config.epochs:
-        # Every process draws the same epoch order (seeded by the epoch) and takes its share of each batch.
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
-        running: dict[str, list[float]] = {}
-        for step in range(steps_per_epoch):
-            index = order[step * config.batch:(step + 1) * config.batch][runtime.rank::runtime.world_size]
-            if fixed_inputs is None:
-                condition = torch.from_numpy(masks_to_input(labels[index.numpy()], "label", mask_rng)).to(device)
-            else:
-                condition = fixed_inputs[index.to(device)]
-            condition, real = _augment(condition, targets[index.to(device)], config)
-            condition = condition.contiguous(memory_format=memory_format)
-            real = real.contiguous(memory_format=memory_format)
-            for key, value in _training_step(condition, real, *step_networks, g_opt, d_opt, runtime,
-                                             config).items():
-                running.setdefault(key, []).append(value)
+        record = _train_epoch(run, data, epoch, config, runtime)
         epoch += 1
-        record = {"epoch": float(epoch), "lr": g_opt.param_groups[0]["lr"],
-                  **{k: float(np.mean(v)) for k, v in running.items()}}
-        g_sched.step()
-        d_sched.step()
         bar.update(1)
         if runtime.is_main:
             history.append(record)
             bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("G_l1", "D_loss")})
             if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
                 checkpoints.save(epoch, {
-                    "G": generator.state_dict(), "D": discriminator.state_dict(), "G_opt": g_opt.state_dict(),
-                    "D_opt": d_opt.state_dict(), "G_sched": g_sched.state_dict(), "D_sched": d_sched.state_dict(),
+                    "G": run.generator.state_dict(), "D": run.discriminator.state_dict(),
+                    "G_opt": run.g_opt.state_dict(), "D_opt": run.d_opt.state_dict(),
+                    "G_sched": run.g_sched.state_dict(), "D_sched": run.d_sched.state_dict(),
                     "epoch": epoch, "history": history, "rng": capture_rng_state(),
-                    "mask_rng": mask_rng.bit_generator.state, "normalizer": normalizer.to_dict(),
-                    "architecture": architecture, "representation": config.representation,
+                    "mask_rng": data.mask_rng.bit_generator.state, "normalizer": normalizer.to_dict(),
+                    "architecture": run.architecture, "representation": config.representation,
                     "config": asdict(config),
                 })
             if log_metrics is not None:
                 log_metrics({k: v for k, v in record.items() if k != "epoch"}, epoch)
         runtime.barrier()
     bar.close()
-    result = build_generator(architecture)
-    result.load_state_dict({k: v.detach().cpu() for k, v in generator.state_dict().items()})
-    return Pix2PixResult(result.eval().requires_grad_(False), normalizer.to_dict(), architecture,
+    result = build_unet_generator(run.architecture)
+    result.load_state_dict({k: v.detach().cpu() for k, v in run.generator.state_dict().items()})
+    return Pix2PixResult(result.eval().requires_grad_(False), normalizer.to_dict(), run.architecture,
                          config.representation, history)
+
+
+@dataclass
+class _Run:
+    """The networks, optimisers and learning-rate schedules of one training run."""
+
+    generator: UNetGenerator
+    discriminator: PatchDiscriminator
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    g_sched: torch.optim.lr_scheduler.LambdaLR
+    d_sched: torch.optim.lr_scheduler.LambdaLR
+    architecture: dict[str, Any]
+    memory_format: torch.memory_format
+    step_networks: tuple[nn.Module, nn.Module]  # the compiled versions (sharing the weights) when runtime.compile
+
+
+@dataclass
+class _TrainingData:
+    """Training pairs on the device: masks (label masks are permuted anew each batch), normalised targets."""
+
+    labels: np.ndarray
+    targets: Tensor
+    fixed_inputs: Tensor | None
+    mask_rng: np.random.Generator
+
+
+def _build_run(config: Pix2PixConfig, *, resolution: int, channels: int, runtime: Runtime) -> _Run:
+    architecture = {
+        "in_channels": mask_channels(config.representation), "out_channels": channels,
+        "base_filters": config.g_filters, "depth": config.g_depth, "dropout": config.dropout,
+        "resolution": resolution, "norm": config.norm, "upsample": config.upsample,
+    }
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    generator = build_unet_generator(architecture).to(runtime.device, memory_format=memory_format)
+    discriminator = PatchDiscriminator(architecture["in_channels"] + channels, config.d_filters, config.d_layers,
+                                       config.norm).to(runtime.device, memory_format=memory_format)
+    g_opt = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    schedule = _lr_factor(config.epochs, config.decay_epochs)
+    return _Run(generator, discriminator, g_opt, d_opt, torch.optim.lr_scheduler.LambdaLR(g_opt, schedule),
+                torch.optim.lr_scheduler.LambdaLR(d_opt, schedule), architecture, memory_format,
+                (runtime.compiled(generator), runtime.compiled(discriminator)))
+
+
+def _train_epoch(run: _Run, data: _TrainingData, epoch: int, config: Pix2PixConfig, runtime: Runtime
+                 ) -> dict[str, float]:
+    """One epoch (0-based ``epoch``) of D and G updates, then the schedules' step; returns its mean losses.
+
+    An incomplete last batch is dropped (a different one each epoch): BatchNorm statistics need full batches.
+    Every process draws the same epoch order (seeded by the epoch) and takes its share of each batch.
+    """
+    device = runtime.device
+    order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
+    running: dict[str, list[float]] = {}
+    for step in range(max(1, len(data.labels) // config.batch)):
+        index = order[step * config.batch:(step + 1) * config.batch][runtime.rank::runtime.world_size]
+        if data.fixed_inputs is None:
+            condition = torch.from_numpy(masks_to_input(data.labels[index.numpy()], "label", data.mask_rng)).to(device)
+        else:
+            condition = data.fixed_inputs[index.to(device)]
+        condition, real = _augment(condition, data.targets[index.to(device)], config)
+        condition = condition.contiguous(memory_format=run.memory_format)
+        real = real.contiguous(memory_format=run.memory_format)
+        for key, value in _training_step(condition, real, *run.step_networks, run.g_opt, run.d_opt, runtime,
+                                         config).items():
+            running.setdefault(key, []).append(value)
+    record = {"epoch": float(epoch + 1), "lr": run.g_opt.param_groups[0]["lr"],
+              **{k: float(np.mean(v)) for k, v in running.items()}}
+    run.g_sched.step()
+    run.d_sched.step()
+    return record
 
 
 @torch.no_grad()

@@ -57,10 +57,11 @@ def train_segmentation_models(
     for experiment, name, repeat in tqdm(jobs, desc="segmentation trainings", unit="model"):
         method = params[name]
         try:
-            record = run_experiment(experiment, available[name], method["settings"], method["epochs"],
-                                    method.get("budget_settings") or {}, training_sets["augmenter"], repeat, real,
-                                    synthetic, Path(params["model_dir"]) / name, init_from=starts[name],
-                                    synthetic_share=training_sets.get("synthetic_share"))
+            record = run_experiment(experiment, available[name], settings=method["settings"],
+                                    epochs=method["epochs"], budget_settings=method.get("budget_settings") or {},
+                                    augmenter=training_sets["augmenter"], repeat=repeat, real=real,
+                                    synthetic=synthetic, folder=Path(params["model_dir"]) / name,
+                                    init_from=starts[name], synthetic_share=training_sets.get("synthetic_share"))
         except EmptyTrainingSet as error:
             logger.warning("skipped: %s", error)
             continue

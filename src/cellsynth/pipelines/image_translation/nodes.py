@@ -1,39 +1,24 @@
-"""Nodes of the ``image_translation`` pipeline: thin calls into :mod:`cellsynth.translation` and
-:mod:`cellsynth.quality`."""
+"""Nodes of the ``image_translation`` pipeline: thin calls into :mod:`cellsynth.image_painter`."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
-import torch
 
 from cellsynth import quality
 from cellsynth.comparison import MaskSet, subsample
 from cellsynth.crops import Fold, crops_by_group, group_seed, heldout_groups
 from cellsynth.figures import panel_grid
+from cellsynth.image_painter import ImagePainter, paint_groups, score_painter, train_painter, trained_model
 from cellsynth.io import AnnotatedImage
 from cellsynth.metrics import with_group_means
-from cellsynth.training import (
-    CheckpointStore,
-    Runtime,
-    resolve_device,
-    run_fingerprint,
-    start_runtime,
-)
-from cellsynth.translation import (
-    ChannelNormalizer,
-    Pix2PixConfig,
-    Pix2PixResult,
-    build_generator,
-    train_pix2pix,
-    translate,
-)
+from cellsynth.training import resolve_device, start_runtime
+from cellsynth.translation import Pix2PixConfig
 
 logger = logging.getLogger(__name__)
 SAMPLES_SHOWN = 4
@@ -56,30 +41,18 @@ def train_pix2pix_models(training_crops: Mapping[str, dict], params: dict[str, A
     Checkpoints go to ``image_translation.checkpoint_dir/<group>-<fingerprint>``; a rerun with the same
     settings and data resumes there, and a finished run (e.g. one trained with ``torchrun``) is only loaded.
     """
-    runtime = start_runtime(**params["runtime"], seed=params["training"]["seed"])
+    config = Pix2PixConfig.from_params(params["training"])
+    runtime = start_runtime(**params["runtime"], seed=config.seed)
     models = {}
     for group in sorted(training_crops):
+        def log(metrics: dict[str, float], epoch: int, group: str = group) -> None:
+            mlflow.log_metrics({f"image_translation.{group}.{k}": v for k, v in metrics.items()}, step=epoch)
+
         crops = training_crops[group]
-        result, store = train_group(group, crops["labels"], crops["images"], params, runtime)
-        models[group] = {"architecture": result.architecture, "G": result.generator.state_dict(),
-                         "normalizer": result.normalizer, "representation": result.representation,
-                         "history": result.history, "checkpoints": str(store.directory)}
+        result, store = train_painter(crops["labels"], crops["images"], config, group=group,
+                                      checkpoint_dir=params["checkpoint_dir"], runtime=runtime, log_metrics=log)
+        models[group] = trained_model(result, store)
     return models
-
-
-def train_group(
-    group: str, labels: np.ndarray, images: np.ndarray, params: dict[str, Any], runtime: Runtime
-) -> tuple[Pix2PixResult, CheckpointStore]:
-    """Train (or resume, or load) the pix2pix of one group; shared by the node and the torchrun entry point."""
-    config = Pix2PixConfig.from_params(params["training"])
-    fingerprint = run_fingerprint(config, labels, images, ignore=("epochs", "checkpoint_every"))
-    store = CheckpointStore(Path(params["checkpoint_dir"]) / f"{group}-{fingerprint}")
-
-    def log(metrics: dict[str, float], epoch: int) -> None:
-        mlflow.log_metrics({f"image_translation.{group}.{k}": v for k, v in metrics.items()}, step=epoch)
-
-    logger.info("Training pix2pix of %s on %d crops; checkpoints in %s", group, len(labels), store.directory)
-    return train_pix2pix(labels, images, config, store, runtime, log_metrics=log), store
 
 
 def translate_synthetic_masks(
@@ -89,7 +62,8 @@ def translate_synthetic_masks(
 
     Returns ``{group: [AnnotatedImage("gan_0000", image, labels), ...]}``, written like a real dataset.
     """
-    return translate_masks(models, synthetic_masks, params, "gan")
+    return paint_groups(models, synthetic_masks, source="gan", **params["generation"],
+                        device=resolve_device(params["runtime"]["device"]))
 
 
 def translate_training_masks(
@@ -105,29 +79,8 @@ def translate_training_masks(
         pick = np.sort(np.random.default_rng(group_seed(params["generation"]["seed"], group))
                        .choice(len(labels), n, replace=False))
         chosen[group] = {"labels": labels[pick]}
-    return translate_masks(models, chosen, params, "realmask")
-
-
-def translate_masks(
-    models: dict[str, dict[str, Any]], masks: Mapping[str, dict], params: dict[str, Any], source: str
-) -> dict[str, list[AnnotatedImage]]:
-    """Images for the ``labels`` of every group of ``masks`` by that group's pix2pix, named ``<source>_0000``, ..."""
-    missing = sorted(set(masks) - set(models))
-    if missing:
-        raise ValueError(f"the {source} masks have group(s) {missing} that pix2pix_models lacks {sorted(models)}: "
-                         f"rerun the pipelines with the same training_scope, folds and subsets")
-    pairs, device = {}, resolve_device(params["runtime"]["device"])
-    for group in sorted(masks):
-        labels = masks[group]["labels"]
-        if len(labels) == 0:
-            logger.warning("%s: there is no %s mask to translate", group, source)
-            pairs[group] = []
-            continue
-        images = _translate(models[group], labels, params["generation"], device)
-        pairs[group] = [AnnotatedImage(f"{source}_{i:04d}", image, mask)
-                        for i, (image, mask) in enumerate(zip(images, labels))]
-        logger.info("%s: %d %s image/mask pairs", group, len(pairs[group]), source)
-    return pairs
+    return paint_groups(models, chosen, source="realmask", **params["generation"],
+                        device=resolve_device(params["runtime"]["device"]))
 
 
 def evaluate_translation(
@@ -150,36 +103,19 @@ def evaluate_translation(
     for group in sorted(models):
         if group not in heldout_crops:
             raise ValueError(f"heldout_crops lacks group {group!r} of pix2pix_models; rerun image_translation")
-        model = models[group]
         heldout = subsample(MaskSet(heldout_crops[group]["labels"], heldout_crops[group]["images"]),
                             params["evaluation"]["max_crops"], params["evaluation"]["seed"])
-        normalizer = ChannelNormalizer.from_dict(model["normalizer"])
-        real = normalizer.forward(heldout.images)
-        generated = normalizer.forward(_translate(model, heldout.labels, params["generation"], device))
-        reference = quality.extract_features(quality.feature_images(real), features, name=f"{group} real images")
-        scores = {f"heldout.{k}": v for k, v in quality.translation_quality(real, generated, features,
-                                                                            reference).items()}
         pairs = synthetic_pairs.get(group, [])
-        if len(pairs) >= 2 and len(real) >= 2:
-            synthetic = normalizer.forward(np.stack([p.image for p in pairs]))
-            scores.update({f"gan_masks.{k}": v for k, v in quality.image_quality(
-                reference, quality.feature_images(synthetic), features=features).items()})
-        per_group[group] = scores
-        logger.info("%s: %s", group, ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+        result = score_painter(ImagePainter.from_model(models[group]), heldout, features,
+                               np.stack([p.image for p in pairs]) if pairs else None, synthetic_name="gan_masks",
+                               batch=params["generation"]["batch"], seed=params["generation"]["seed"], device=device)
+        per_group[group] = result.scores
+        logger.info("%s: %s", group, ", ".join(f"{k} {v:.4g}" for k, v in result.scores.items()))
         shown = slice(0, SAMPLES_SHOWN)
         group_panels = [("masks", heldout.labels[shown]), ("real images", heldout.images[shown]),
-                        ("pix2pix images", normalizer.inverse(generated[shown]))]
+                        ("pix2pix images", result.painted[shown])]
         if pairs:
             group_panels += [("GAN masks", np.stack([p.labels for p in pairs[shown]])),
                              ("their pix2pix images", np.stack([p.image for p in pairs[shown]]))]
         panels.append((group, group_panels))
     return {k: {"value": v, "step": 0} for k, v in with_group_means(per_group).items()}, panel_grid(panels)
-
-
-def _translate(
-    model: dict[str, Any], labels: np.ndarray, generation: dict[str, Any], device: torch.device
-) -> np.ndarray:
-    generator = build_generator(model["architecture"])
-    generator.load_state_dict(model["G"])
-    return translate(generator, labels, model["normalizer"], model["representation"],
-                     batch=generation["batch"], device=device, seed=generation["seed"])

@@ -1,10 +1,9 @@
-"""Nodes of the ``mask_gan`` pipeline: thin calls into :mod:`cellsynth.gan` and :mod:`cellsynth.quality`."""
+"""Nodes of the ``mask_gan`` pipeline: thin calls into :mod:`cellsynth.mask_generator`."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -14,17 +13,8 @@ import numpy as np
 from cellsynth import encoding, generated_fields, quality
 from cellsynth.crops import group_seed
 from cellsynth.figures import sample_grid
-from cellsynth.gan.networks import Generator
-from cellsynth.gan.pretrained import load_initial_weights
-from cellsynth.gan.training import (
-    GANConfig,
-    GANTrainingResult,
-    build_generator,
-    generate_images,
-    run_fingerprint,
-    train_gan,
-)
-from cellsynth.training import CheckpointStore, Runtime, resolve_device, start_runtime
+from cellsynth.mask_generator import GenerationSettings, MaskGANSettings, MaskSource, train_mask_gan, trained_model
+from cellsynth.training import resolve_device, start_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -39,51 +29,20 @@ def train_mask_gans(
     with ``torchrun -m cellsynth.pipelines.torchrun mask_gan``, is only loaded).
     Snapshot metrics go to MLflow as ``mask_gan.<group>.<metric>`` with the image count as step.
     """
-    runtime = start_runtime(**params["runtime"], seed=params["training"]["seed"])
+    settings = MaskGANSettings.from_params(params)
+    method = encoding_params["method"]
+    runtime = start_runtime(**settings.runtime, seed=settings.training.seed)
+    features = quality.inception_features(fid["inception_weights"], fid["allow_download"], device=runtime.device)
     models = {}
     for group in sorted(encoded_flows):
-        result, store = train_group(group, encoded_flows[group]["flows"], params, encoding_params["method"], fid,
-                                    runtime)
+        def log(metrics: dict[str, float], step: int, group: str = group) -> None:
+            mlflow.log_metrics({f"mask_gan.{group}.{k}": v for k, v in metrics.items()}, step=step)
+
+        result, store = train_mask_gan(encoded_flows[group]["flows"], settings, group=group, method=method,
+                                       features=features, runtime=runtime, log_metrics=log)
         logger.info("%s: best snapshot %s", group, result.best)
-        models[group] = {"architecture": result.architecture, "G_ema": result.generator_ema.state_dict(),
-                         "best": result.best, "history": result.history, "encoding": encoding_params["method"],
-                         "downsample": params["downsample"],
-                         "checkpoints": str(store.directory)}
+        models[group] = trained_model(result, store, method, settings.downsample)
     return models
-
-
-def train_group(
-    group: str, encoded: np.ndarray, params: dict[str, Any], method: str, fid: dict[str, Any], runtime: Runtime
-) -> tuple[GANTrainingResult, CheckpointStore]:
-    """Train (or resume, or load) the mask GAN of one group; shared by the node and the torchrun entry point."""
-    config = GANConfig.from_params({**params["training"], "seed": group_seed(params["training"]["seed"], group)})
-    if method != "cellpose_flow":
-        config.vector_channels = None  # only the flow encoding has vector channels
-    flows = encoding.as_gan_images(encoded, method)
-    downsample = params["downsample"]
-    evaluation, generation = params["evaluation"], params["generation"]
-    decode_options = encoding.check_decode_options(generation.get("decode"), "mask_gan.generation.decode")
-    sample = flows[np.random.default_rng(0).permutation(len(flows))[: evaluation["n_images"]]]
-    features = quality.inception_features(fid["inception_weights"], fid["allow_download"], device=runtime.device)
-    reference = quality.extract_features(sample, features, name="real flows")
-
-    def evaluate(generator: Generator) -> dict[str, float]:
-        fake = generate_images(generator, len(sample), seed=evaluation["seed"], device=runtime.device)
-        metrics, _, _ = generated_fields.generated_field_metrics(
-            encoding.upscale_fields(fake, downsample, method), reference, features, method=method,
-            min_objects=generation["min_objects"], max_consistency_error=generation["max_consistency_error"],
-            **decode_options)
-        return metrics
-
-    def log(metrics: dict[str, float], step: int) -> None:
-        mlflow.log_metrics({f"mask_gan.{group}.{k}": v for k, v in metrics.items()}, step=step)
-
-    flows = encoding.downscale(flows, downsample)
-    init_from = load_initial_weights(params["init_from"]) if params.get("init_from") else None
-    store = CheckpointStore(Path(params["checkpoint_dir"]) / f"{group}-{run_fingerprint(config, flows, init_from)}")
-    logger.info("Training the mask GAN of %s on %d crops; checkpoints in %s", group, len(flows), store.directory)
-    result = train_gan(flows, config, store, runtime, evaluate=evaluate, log_metrics=log, init_from=init_from)
-    return result, store
 
 
 def generate_synthetic_masks(
@@ -98,18 +57,12 @@ def generate_synthetic_masks(
     grid, MLflow metrics and the filter's counts per group (``generated``, ``kept``, ``diversity``)."""
     synthetic, grids, summary = {}, [], {}
     device = resolve_device(runtime["device"])
-    decode_options = encoding.check_decode_options(generation.get("decode"), "mask_gan.generation.decode")
+    filters = GenerationSettings.from_params(generation)
+    method = encoding_params["method"]
     for group, model in sorted(models.items()):
-        generator = build_generator(model["architecture"])
-        generator.load_state_dict(model["G_ema"])
-        fields = generate_images(generator, generation["n"], seed=group_seed(generation["seed"], group),
-                                 truncation_psi=generation["truncation_psi"], device=device, progress=True)
-        fields = encoding.upscale_fields(fields, model.get("downsample", 1), encoding_params["method"])
-        labels = encoding.decode_batch(fields, method=encoding_params["method"], progress=True,
-                                       **decode_options)
-        kept = generated_fields.mask_filter(fields, labels, method=encoding_params["method"],
-                                   min_objects=generation["min_objects"],
-                                   max_consistency_error=generation["max_consistency_error"])
+        drawn = MaskSource.from_model(model, method, filters).sample(
+            filters.n, seed=group_seed(filters.seed, group), device=device, progress=True)
+        fields, labels, kept = drawn.fields, drawn.labels, drawn.kept
         synthetic[group] = {"flows": fields[kept], "labels": labels[kept]}
         summary[group] = {"generated": len(fields), "kept": int(kept.sum()),
                           "diversity": generated_fields.sample_diversity(fields) if len(fields) > 1 else None}
@@ -117,8 +70,8 @@ def generate_synthetic_masks(
         if not kept.any():
             logger.warning("%s: no generated mask passed the filters (mask_gan.generation.min_objects, "
                            "max_consistency_error); the GAN needs more training (mask_gan.training.kimg)", group)
-        real = encoding.as_gan_images(encoded_flows[group]["flows"][:4], encoding_params["method"])
-        real_labels = encoding.decode_batch(real, method=encoding_params["method"])
+        real = encoding.as_gan_images(encoded_flows[group]["flows"][:4], method)
+        real_labels = encoding.decode_batch(real, method=method)
         grids.append((group, real, real_labels, fields[:4], labels[:4]))
     figure = sample_grid(grids)
     metrics = {f"{group}.{key}": {"value": float(value), "step": 0}

@@ -15,9 +15,10 @@ from cellsynth import quality, simcep
 from cellsynth.comparison import MaskSet, compare_mask_sets, comparison_table
 from cellsynth.crops import group_seed
 from cellsynth.figures import panel_grid
+from cellsynth.image_painter import paint_groups
 from cellsynth.io import AnnotatedImage
 from cellsynth.metrics import with_group_means
-from cellsynth.pipelines.image_translation.nodes import translate_masks
+from cellsynth.training import resolve_device
 from cellsynth.translation import ChannelNormalizer
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def translate_simcep_masks(
     models: dict[str, dict[str, Any]], simcep_masks: Mapping[str, dict], params: dict[str, Any]
 ) -> dict[str, list[AnnotatedImage]]:
     """Images of the SIMCEP masks by each group's pix2pix (so SIMCEP and GAN masks get images alike)."""
-    return translate_masks(models, simcep_masks, params, "simcep")
+    return paint_groups(models, simcep_masks, source="simcep", **params["generation"],
+                        device=resolve_device(params["runtime"]["device"]))
 
 
 def compare_structure(

@@ -7,12 +7,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cellsynth.encoding import check_decode_options
-from cellsynth.gan.training import build_generator
-from cellsynth.synthesis import ImagePainter, MaskSource, synthesize_dataset
+from cellsynth.image_painter import ImagePainter
+from cellsynth.mask_generator import GenerationSettings, MaskSource
+from cellsynth.synthesis import synthesize_dataset
 from cellsynth.training import resolve_device
-from cellsynth.translation import ChannelNormalizer
-from cellsynth.translation import build_generator as build_painter
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +31,10 @@ def write_synthetic_dataset(
             raise ValueError(f"synthesize needs the {name} model of the group 'all' (synthesize.training_scope: all),"
                              f" found {sorted(models)}")
     mask_model, paint_model = mask_gan_models[group], pix2pix_models[group]
-    generator = build_generator(mask_model["architecture"])
-    generator.load_state_dict(mask_model["G_ema"])
-    painter = build_painter(paint_model["architecture"])
-    painter.load_state_dict(paint_model["G"])
-    masks = MaskSource(generator, mask_model.get("downsample", 1), encoding_params["method"],
-                       generation["truncation_psi"], generation["min_objects"], generation["max_consistency_error"],
-                       check_decode_options(generation.get("decode"), "mask_gan.generation.decode"))
+    masks = MaskSource.from_model(mask_model, encoding_params["method"], GenerationSettings.from_params(generation))
     folder = Path(params["output_dir"]) / datetime.now(timezone.utc).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
     manifest = synthesize_dataset(
-        folder, masks, ImagePainter(painter, ChannelNormalizer.from_dict(paint_model["normalizer"]),
-                                    paint_model["representation"]),
+        folder, masks, ImagePainter.from_model(paint_model),
         n=params["n"], batch=params["batch"], seed=params["seed"], layout=params["layout"],
         device=resolve_device(runtime["device"]))
     logger.info("synthesize: %d pairs (%s layout, pass rate %.2f) written to %s", manifest["kept"],
