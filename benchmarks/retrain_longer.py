@@ -1,59 +1,78 @@
-"""The control that ``pretrain`` lacks: ``raw`` trained as many steps as pretraining plus fine-tuning.
+"""Retrain some of a finished study's experiments for longer: the control that tells a gain or loss of
+synthetic pairs from a training budget too short to converge.
 
-    python benchmarks/raw_as_long.py --data ../shared/data/dsb2018/fluo --env workstation --epochs 35
+    cd <the study's project folder>
+    python benchmarks/retrain_longer.py --env workstation --epochs 35                      # raw as long as pretrain
+    python benchmarks/retrain_longer.py --env workstation --epochs 60 \\
+        --experiment subset_0.25_raw --experiment subset_0.25_merge --experiment subset_0.25_merge_realmasks
 
-Reads the study's plan (``data/05_model_input/training_sets.json`` of a finished run), retrains each
-fold's ``raw`` StarDist for ``--epochs`` (conf/workstation: pretrain = 25 + 10 epochs of 20 steps) with the
-environment's other settings, scores it on the fold's test images and prints one JSON line per fold. Models
-go to ``evaluation.model_dir`` like the study's, named by their digest.
+Reads the study's plan (``training_sets``), its images and synthetic pairs and its parameters through the
+project's Kedro catalog, so it runs in the folder (and with the ``--env``) of the study it extends. Each chosen
+experiment of each fold is trained with every training stage's budget set to ``--epochs`` (fine-tuning
+stages keep theirs) and the environment's other settings, scored on the fold's test images, and printed as one
+JSON line. Models go to ``evaluation.model_dir`` like the study's, named by their digest: a rerun only trains
+what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
-
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def stardist_settings(env: str) -> tuple[dict, str]:
-    """conf/base's StarDist settings with the environment's on top, and the model folder."""
-    merged: dict = {}
-    for folder in ("base", env):
-        path = ROOT / "conf" / folder / "parameters_evaluation.yml"
-        if path.is_file():
-            evaluation = yaml.safe_load(path.read_text())["evaluation"]
-            merged.update(evaluation.get("stardist", {}).get("settings", {}))
-    base = yaml.safe_load((ROOT / "conf/base/parameters_evaluation.yml").read_text())["evaluation"]
-    return merged, base["model_dir"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="the annotated folder the study ran on")
-    parser.add_argument("--env", default="workstation")
-    parser.add_argument("--epochs", type=int, required=True, help="epochs for raw (pretrain's train + finetune)")
-    parser.add_argument("--plan", type=Path, default=Path("data/05_model_input/training_sets.json"))
+    parser.add_argument("--env", default="workstation", help="the Kedro environment the study ran with")
+    parser.add_argument("--params", default=None, help="the study's --params, if it had any")
+    parser.add_argument("--epochs", type=int, required=True, help="epochs of every train and subset stage")
+    parser.add_argument("--experiment", action="append", help="experiment names to retrain (default: raw)")
+    parser.add_argument("--model", default="stardist", choices=("stardist", "cellpose"))
+    parser.add_argument("--synthetic-share", type=float, default=None,
+                        help="share of the draws that are synthetic in mixed stages (default: the study's)")
     args = parser.parse_args()
+    if args.epochs < 1:
+        raise SystemExit(f"--epochs must be >= 1, got {args.epochs}")
+    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
-    from cellsynth.io import read_dataset
-    from cellsynth.study import Experiment, run_experiment, segmenters
+    from kedro.framework.cli.utils import _split_params
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
 
-    plan = json.loads(args.plan.read_text())
-    settings, model_dir = stardist_settings(args.env)
-    real = {sample.name: sample for sample in read_dataset(args.data)}
-    stardist = segmenters()["stardist"]
-    for entry in plan["experiments"]:
-        if entry["name"] != "raw":
-            continue
-        experiment = Experiment.from_dict(entry)
-        record = run_experiment(experiment, stardist, settings, {"train": args.epochs}, {}, plan["augmenter"], 0,
-                                real, {}, Path(model_dir) / "stardist")
-        print(json.dumps({"fold": experiment.fold, "epochs": args.epochs, "accuracy": record["accuracy"],
-                          "validation_accuracy": record["validation_accuracy"]}), flush=True)
+    from cellsynth.study import Experiment, run_experiment, segmenters, synthetic_sources
+
+    bootstrap_project(Path.cwd())
+    extra = _split_params(None, None, args.params) if args.params else None  # as `kedro run --params` reads them
+    with KedroSession.create(project_path=Path.cwd(), env=args.env, runtime_params=extra) as session:
+        context = session.load_context()
+        catalog, evaluation = context.catalog, context.params["evaluation"]
+        plan = catalog.load("training_sets")
+        real = {sample.name: sample for sample in catalog.load("annotated_images")}
+        names = args.experiment or ["raw"]
+        chosen = [Experiment.from_dict(e) for e in plan["experiments"] if e["name"] in names]
+        missing = sorted(set(names) - {e.name for e in chosen})
+        if missing:
+            raise SystemExit(f"the study's plan has no experiment {missing}; it has "
+                             f"{sorted({e['name'] for e in plan['experiments']})}")
+        synthetic = {}
+        if any(stage.synthetic for e in chosen for stage in e.stages):
+            synthetic = synthetic_sources(catalog.load("synthetic_pairs"),
+                                          {"simcep": catalog.load("simcep_pairs"),
+                                           "realmasks": catalog.load("realmask_pairs")})
+    share = plan.get("synthetic_share") if args.synthetic_share is None else args.synthetic_share
+    method = evaluation[args.model]
+    epochs = {**method["epochs"], "train": args.epochs, "subset": args.epochs}
+    for experiment in sorted(chosen, key=lambda e: (names.index(e.name), e.fold)):
+        record = run_experiment(experiment, segmenters()[args.model], settings=method["settings"], epochs=epochs,
+                                budget_settings=method.get("budget_settings") or {}, augmenter=plan["augmenter"],
+                                repeat=0, real=real, synthetic=synthetic,
+                                folder=Path(evaluation["model_dir"]) / args.model,
+                                synthetic_share=share)
+        print(json.dumps({"model": args.model, "experiment": experiment.name, "fold": experiment.fold,
+                          "epochs": args.epochs, "accuracy": record["accuracy"],
+                          "validation_accuracy": record["validation_accuracy"],
+                          "synthetic_pairs": record.get("synthetic_pairs"), "synthetic_share": share}), flush=True)
 
 
 if __name__ == "__main__":
