@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -157,11 +158,13 @@ def nested(params: dict) -> dict:
     return result
 
 
-def run(project: Path, params: dict, pipeline: str = "data_prep", nodes: list[str] | None = None) -> None:
-    """``kedro run --pipeline <pipeline> [--nodes <nodes>] --params ...`` in this process."""
+def run(project: Path, params: dict, pipeline: str = "data_prep", nodes: list[str] | None = None,
+        **options: Any) -> None:
+    """``kedro run --pipeline <pipeline> [--nodes <nodes>] --params ...`` in this process; ``options`` go
+    to ``KedroSession.run`` (``namespaces``, ``runner``)."""
     try:
         with KedroSession.create(project_path=project, runtime_params=nested(params)) as session:
-            session.run(pipeline_name=pipeline, node_names=nodes)
+            session.run(pipeline_names=[pipeline], node_names=nodes, **options)
     finally:
         while mlflow.active_run():  # as when each `kedro run` is its own process: one MLflow run each
             mlflow.end_run()

@@ -7,11 +7,14 @@ segmentation training, and its validation images only choose and measure models.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import STUDY_TINY, copy_run, run
+from kedro.runner import ParallelRunner
 
 from cellsynth import report
 from cellsynth.crops import fold_of_group
@@ -83,3 +86,37 @@ def test_default_run_executes_the_whole_study_without_leakage(tiny_study: Path, 
             exec("".join(cell["source"]), namespace)  # noqa: S102 - our own notebook
     assert len(namespace["results"]) == len(results)
     assert namespace["aggregated"]["mean"].tolist() == pytest.approx(aggregate(results)["mean"].tolist())
+
+
+def _results(project: Path) -> dict[tuple[str, str, int], float]:
+    """The newest ``segmentation_results`` version: test accuracy by (model, experiment, fold)."""
+    newest = max((project / "data/07_model_output/segmentation_results.json").iterdir())
+    records = json.loads((newest / "segmentation_results.json").read_text())
+    return {(r["model"], r["experiment"], r["fold"]): r["accuracy"] for r in records}
+
+
+def test_one_fold_runs_alone_and_the_parallel_runner_gives_the_sequential_results(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    project = copy_run(tiny_study, tmp_path / "copy", monkeypatch)
+    records = project / "data/07_model_output/segmentation_records"
+    assert sorted(p.name for p in records.iterdir()) == ["fold_0", "fold_1", "fold_2"]
+    shutil.rmtree(records / "fold_1")
+    untouched = {p: p.stat().st_mtime_ns for p in records.rglob("*.json")}
+    models = set((project / "data/06_models/segmentation").rglob("stage*"))
+
+    run(project, STUDY_TINY, pipeline="evaluation", namespaces=["fold_1"])  # kedro run --namespaces=fold_1
+    assert sorted(p.name for p in (records / "fold_1").iterdir()) == [
+        "cellpose_merge.json", "cellpose_raw.json", "stardist_merge.json", "stardist_raw.json"]
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched  # the other folds did not run
+    assert set((project / "data/06_models/segmentation").rglob("stage*")) == models  # trained models reused
+
+    run(project, STUDY_TINY, pipeline="evaluation", runner=ParallelRunner(max_workers=2))
+    assert _results(project) == _results(tiny_study)
+    # what the worker processes logged reached the run's one MLflow run, not a new one
+    with sqlite3.connect(project / "mlflow.db") as db:
+        (runs,) = db.execute("SELECT COUNT(*) FROM runs").fetchone()
+        (newest,) = db.execute("SELECT run_uuid FROM runs ORDER BY start_time DESC LIMIT 1").fetchone()
+        keys = {key for (key,) in db.execute("SELECT key FROM metrics WHERE run_uuid = ?", (newest,))}
+    assert runs == 3 and {"stardist.raw.fold_1.accuracy", "cellpose.merge.accuracy"} <= keys
+    assert not (project / "mlruns").exists()

@@ -21,6 +21,7 @@ from cellsynth.io import (
     write_atomically,
     write_dataset,
 )
+from cellsynth.tracking import run_to_log_to
 
 
 class AnnotatedImageFolderDataset(AbstractVersionedDataset[list[AnnotatedImage], list[AnnotatedImage]]):
@@ -195,6 +196,43 @@ class FilePathDataset(AbstractDataset[None, Path]):
         return {"filepath": str(self._filepath)}
 
 
+class FigureDataset(AbstractDataset[Any, None]):
+    """A matplotlib figure written as a PNG (atomically, then closed) and, during a run tracked by MLflow,
+    logged as an artifact of that run.
+
+    It does what kedro-mlflow's ``MlflowArtifactDataset`` around a ``matplotlib.MatplotlibDataset`` does,
+    but can be pickled (that wrapper builds its class at run time), so that multiprocessing runners
+    (``ParallelRunner``, the Dask runner) can carry the catalog. Write-only: read the file through a
+    :class:`FilePathDataset`.
+    """
+
+    def __init__(self, filepath: str, dpi: int = 100, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self._dpi = dpi
+        self.metadata = metadata
+
+    def load(self) -> None:
+        raise DatasetError(f"FigureDataset {self._filepath} is write-only; read it through a FilePathDataset")
+
+    def save(self, data: Any) -> None:
+        import matplotlib.pyplot as plt  # only where a figure is written
+
+        try:
+            write_atomically(self._filepath, lambda stream: data.savefig(stream, format="png", dpi=self._dpi))
+        finally:
+            plt.close(data)
+        import mlflow
+
+        if run_to_log_to():
+            mlflow.log_artifact(str(self._filepath))
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "dpi": self._dpi}
+
+
 class StudyReportDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     """The study's report folder (:func:`cellsynth.report.write_report`), written atomically and, during a
     run tracked by MLflow, logged as the artifact folder ``<artifact_path>``.
@@ -221,7 +259,7 @@ class StudyReportDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         from cellsynth import report
 
         report.write_report(self._path, **data)
-        if mlflow.active_run() is not None:
+        if run_to_log_to():
             mlflow.log_artifacts(str(self._path), self._artifact_path)
 
     def _exists(self) -> bool:

@@ -1,8 +1,10 @@
-"""Kedro hooks: every run ends with a summary of what it wrote and where."""
+"""Kedro hooks: every run ends with a summary of what it wrote and where, and nodes that a parallel runner
+runs in worker processes log to the run's one MLflow run."""
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import mlflow
@@ -42,3 +44,39 @@ def dataset_location(dataset: Any) -> str:
             if description.get(key):
                 return str(description[key])
         return type(dataset).__name__
+
+
+class WorkerMlflowHooks:
+    """kedro-mlflow opens one MLflow run per ``kedro run``, in the main process. The worker processes that
+    ``ParallelRunner`` spawns have none, and Kedro 1.7 does not load the project's hooks there (it bootstraps
+    a spawned worker only when it knows the package name, which it reads in the worker itself). So for
+    the run's duration the main process sets MLflow's own ``MLFLOW_RUN_ID`` and ``MLFLOW_TRACKING_URI``,
+    which spawned workers inherit: every metric, parameter and artifact they log resumes the run instead
+    of opening a new one (:func:`cellsynth.tracking.run_to_log_to`)."""
+
+    def __init__(self) -> None:
+        self._previous: dict[str, str | None] = {}
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the run
+    def before_pipeline_run(self) -> None:
+        run = mlflow.active_run()
+        if run is not None:
+            handed_down = {"MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+            self._previous = {name: os.environ.get(name) for name in handed_down}
+            os.environ.update(handed_down)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._restore()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for name, value in self._previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._previous = {}

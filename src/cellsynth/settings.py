@@ -1,10 +1,17 @@
 """Kedro project settings for cellsynth."""
 
+import multiprocessing
 from pathlib import Path
 
-from cellsynth.hooks import RunSummaryHooks
+from cellsynth.hooks import RunSummaryHooks, WorkerMlflowHooks
+from cellsynth.pipelines.fanout import StudyShapeHooks
 
-HOOKS = (RunSummaryHooks(),)
+HOOKS = (StudyShapeHooks(), RunSummaryHooks(), WorkerMlflowHooks())
+
+# ParallelRunner's workers are started fresh, not forked: a process forked after torch and TensorFlow have
+# started their thread pools hangs (measured with the tiny study). Kedro bootstraps the project in a
+# worker only when this global start method is "spawn" (KEDRO_MP_CONTEXT alone is not enough).
+multiprocessing.set_start_method("spawn", force=True)
 
 
 def sqlite_uri(path: str) -> str:

@@ -99,6 +99,30 @@ def synthetic_sources(
     return sources
 
 
+def experiment_names(
+    experiments: Sequence[str], subset_fractions: Sequence[float] = (), controls: Sequence[str] = ()
+) -> list[str]:
+    """The names of one fold's experiments, in the order :func:`plan_experiments` plans them: the chosen
+    :data:`EXPERIMENTS`, then per subset fraction ``subset_<f>_raw``, ``subset_<f>_merge`` and one
+    ``subset_<f>_merge_<control>`` per control. Raises ValueError for an unknown name or an empty study."""
+    unknown = sorted(set(experiments) - set(EXPERIMENTS))
+    if unknown:
+        raise ValueError(f"augmentation.experiments: unknown experiment(s) {unknown}; choose from {EXPERIMENTS}")
+    unknown = sorted(set(controls) - set(CONTROLS))
+    if unknown:
+        raise ValueError(f"augmentation.controls: unknown control(s) {unknown}; choose from {CONTROLS}")
+    if controls and not subset_fractions:
+        raise ValueError("augmentation.controls run on the subsets: set subsets.fractions (e.g. [0.25]) or "
+                         "augmentation.controls: []")
+    if not experiments and not subset_fractions:
+        raise ValueError("augmentation.experiments is empty and subsets.fractions too: nothing to train")
+    names = sorted(set(experiments), key=EXPERIMENTS.index)
+    for fraction in subset_fractions:
+        suffixes = ["raw", "merge"] + [f"merge_{c}" for c in sorted(set(controls), key=CONTROLS.index)]
+        names += [f"subset_{fraction:g}_{suffix}" for suffix in suffixes]
+    return names
+
+
 def plan_experiments(
     folds: Sequence[Fold],
     experiments: Sequence[str],
@@ -124,17 +148,7 @@ def plan_experiments(
         Names from :data:`CONTROLS`: each subset gets ``subset_<f>_merge_<control>`` as well, trained on
         the synthetic pairs :func:`control_source` names.
     """
-    unknown = sorted(set(experiments) - set(EXPERIMENTS))
-    if unknown:
-        raise ValueError(f"augmentation.experiments: unknown experiment(s) {unknown}; choose from {EXPERIMENTS}")
-    unknown = sorted(set(controls) - set(CONTROLS))
-    if unknown:
-        raise ValueError(f"augmentation.controls: unknown control(s) {unknown}; choose from {CONTROLS}")
-    if controls and not subset_fractions:
-        raise ValueError("augmentation.controls run on the subsets: set subsets.fractions (e.g. [0.25]) or "
-                         "augmentation.controls: []")
-    if not experiments and not subset_fractions:
-        raise ValueError("augmentation.experiments is empty and subsets.fractions too: nothing to train")
+    names = experiment_names(experiments, subset_fractions, controls)
     plan = []
     for i, fold in enumerate(folds):
         group = f"fold_{i}"
@@ -143,18 +157,17 @@ def plan_experiments(
             "merge": (Stage(fold.train, group, "train"),),
             "pretrain": (Stage((), group, "train"), Stage(fold.train, None, "finetune")),
         }
-        for name in sorted(set(experiments), key=EXPERIMENTS.index):
-            plan.append(Experiment(i, name, stages[name], fold.val, fold.test))
         for fraction in subset_fractions:
-            name = subset_group(i, fraction)
-            if groups is None or name not in groups:
-                raise ValueError(f"the training groups lack {name}: rerun data_prep with the same subsets.fractions")
-            subset = tuple(groups[name])
-            sources = [("raw", None), ("merge", name)]
-            sources += [(f"merge_{c}", control_source(c, name)) for c in sorted(set(controls), key=CONTROLS.index)]
+            subset_name = subset_group(i, fraction)
+            if groups is None or subset_name not in groups:
+                raise ValueError(f"the training groups lack {subset_name}: rerun data_prep with the same "
+                                 "subsets.fractions")
+            subset = tuple(groups[subset_name])
+            sources = [("raw", None), ("merge", subset_name)]
+            sources += [(f"merge_{c}", control_source(c, subset_name)) for c in CONTROLS]
             for suffix, synthetic in sources:
-                plan.append(Experiment(i, f"subset_{fraction:g}_{suffix}", (Stage(subset, synthetic, "subset"),),
-                                       fold.val, fold.test))
+                stages[f"subset_{fraction:g}_{suffix}"] = (Stage(subset, synthetic, "subset"),)
+        plan += [Experiment(i, name, stages[name], fold.val, fold.test) for name in names]
     check_plan(plan, folds)
     return plan
 

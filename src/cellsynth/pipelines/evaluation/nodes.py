@@ -14,64 +14,83 @@ from tqdm.auto import tqdm
 from cellsynth.comparison import mean_table, readable_quality_table
 from cellsynth.io import AnnotatedImage
 from cellsynth.results import metric_names
-from cellsynth.study import EmptyTrainingSet, Experiment, run_experiment, segmenters, synthetic_sources
+from cellsynth.study import EmptyTrainingSet, Experiment, Segmenter, run_experiment, segmenters, synthetic_sources
+from cellsynth.tracking import run_to_log_to
 
 logger = logging.getLogger(__name__)
 
 
-def train_segmentation_models(
+def train_experiment(
     images: list[AnnotatedImage],
     synthetic_pairs: Mapping[str, list[AnnotatedImage]],
     simcep_pairs: Mapping[str, list[AnnotatedImage]],
     realmask_pairs: Mapping[str, list[AnnotatedImage]],
     training_sets: dict[str, Any],
     params: dict[str, Any],
+    *,
+    fold: int,
+    experiment: str,
+    model: str,
 ) -> list[dict[str, Any]]:
-    """Train every configured method on every (fold, experiment) for ``repeats`` seeds, score each on
-    its fold's test images, and log the model folders to MLflow (``segmentation_models/...``).
+    """Train ``model`` on one (fold, experiment) of the plan for ``repeats`` seeds, score each on the
+    fold's test images, and log the model folders to MLflow (``segmentation_models/...``) when a run is
+    active in this process. One record per repeat.
 
     Models are kept in ``evaluation.model_dir/<model>/``, one folder per training stage named by a digest
     of its settings, data and starting point. A finished stage is reused wherever it recurs, so a rerun
     after a crash (or with more experiments) only trains what is missing, and an experiment whose
     synthetic group is empty (``merge`` when no GAN mask passed the filters) reuses ``raw``'s model.
     An experiment whose training data hold no labelled object (synthetic pairs of an under-trained GAN)
-    is skipped with a warning.
+    is skipped with a warning: no record.
     """
-    available = segmenters()
-    unknown = sorted(set(params["models"]) - set(available))
-    if unknown:
-        raise ValueError(f"evaluation.models: unknown model(s) {unknown}; choose from {sorted(available)}")
-    if params["repeats"] < 1:
-        raise ValueError(f"evaluation.repeats must be >= 1, got {params['repeats']}")
-    starts = {name: params[name].get("init_from") for name in params["models"]}
-    for name, start in starts.items():
-        if start is not None and not Path(start).exists():
-            raise FileNotFoundError(f"evaluation.{name}.init_from: {start} does not exist (a local model: "
-                                    f"{'a StarDist model folder' if name == 'stardist' else 'a Cellpose weight file'})")
+    segmenter, start = _segmenter(params, model)
+    planned = [Experiment.from_dict(e) for e in training_sets["experiments"]]
+    chosen = [e for e in planned if e.fold == fold and e.name == experiment]
+    if not chosen:
+        raise ValueError(f"the training plan has no experiment {experiment!r} of fold {fold}: rerun the "
+                         "augmentation pipeline with this run's parameters")
+    (planned_experiment,) = chosen
     real = {s.name: s for s in images}
-    plan = [Experiment.from_dict(e) for e in training_sets["experiments"]]
     sources = synthetic_sources(synthetic_pairs, {"simcep": simcep_pairs, "realmasks": realmask_pairs})
-    synthetic = {source: sources[source] for source in sorted({g for e in plan for g in e.synthetic_groups})}
-    jobs = [(e, name, r) for e in plan for name in params["models"] for r in range(params["repeats"])]
+    synthetic = {group: sources[group] for group in planned_experiment.synthetic_groups}
+    method = params[model]
     records = []
-    for experiment, name, repeat in tqdm(jobs, desc="segmentation trainings", unit="model"):
-        method = params[name]
+    for repeat in tqdm(range(params["repeats"]), desc=f"{model} {experiment} fold {fold}", unit="repeat"):
         try:
-            record = run_experiment(experiment, available[name], settings=method["settings"],
+            record = run_experiment(planned_experiment, segmenter, settings=method["settings"],
                                     epochs=method["epochs"], budget_settings=method.get("budget_settings") or {},
                                     augmenter=training_sets["augmenter"], repeat=repeat, real=real,
-                                    synthetic=synthetic, folder=Path(params["model_dir"]) / name,
-                                    init_from=starts[name], synthetic_share=training_sets.get("synthetic_share"))
+                                    synthetic=synthetic, folder=Path(params["model_dir"]) / model,
+                                    init_from=start, synthetic_share=training_sets.get("synthetic_share"))
         except EmptyTrainingSet as error:
             logger.warning("skipped: %s", error)
             continue
-        logger.info("%s %s fold %d repeat %d: test accuracy %.4f (validation %.4f)", name, experiment.name,
-                    experiment.fold, repeat, record["accuracy"], record["validation_accuracy"])
-        if mlflow.active_run() and params["log_models"]:
-            mlflow.log_artifacts(record["model_path"], f"segmentation_models/fold_{experiment.fold}/"
-                                                       f"{experiment.name}/{name}-r{repeat}")
+        logger.info("%s %s fold %d repeat %d: test accuracy %.4f (validation %.4f)", model, experiment, fold,
+                    repeat, record["accuracy"], record["validation_accuracy"])
+        if run_to_log_to() and params["log_models"]:
+            mlflow.log_artifacts(record["model_path"], f"segmentation_models/fold_{fold}/{experiment}/"
+                                                       f"{model}-r{repeat}")
         records.append(record)
     return records
+
+
+def _segmenter(params: dict[str, Any], model: str) -> tuple[Segmenter, str | None]:
+    """The method named ``model`` and the local weights it starts from, checked against ``evaluation``."""
+    available = segmenters()
+    if model not in available:
+        raise ValueError(f"evaluation.models: unknown model {model!r}; choose from {sorted(available)}")
+    if params["repeats"] < 1:
+        raise ValueError(f"evaluation.repeats must be >= 1, got {params['repeats']}")
+    start = params[model].get("init_from")
+    if start is not None and not Path(start).exists():
+        raise FileNotFoundError(f"evaluation.{model}.init_from: {start} does not exist (a local model: "
+                                f"{'a StarDist model folder' if model == 'stardist' else 'a Cellpose weight file'})")
+    return available[model], start
+
+
+def gather_segmentation_results(*records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of every (fold, experiment, model) training node, in one list."""
+    return [record for node_records in records for record in node_records]
 
 
 def write_study_report(
