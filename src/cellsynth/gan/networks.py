@@ -48,14 +48,10 @@ from cellsynth.gan.layers import (
     make_fir_kernel,
     upsample2d,
 )
+from cellsynth.training.config import check_positive_int
 
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 512
-
-
-def _check_positive(value: int, name: str) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_architecture(img_resolution: int, img_channels: int, channel_base: int, channel_max: int) -> None:
@@ -69,9 +65,9 @@ def _check_architecture(img_resolution: int, img_channels: int, channel_base: in
         raise ValueError(
             f"img_resolution must be a power of two in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {img_resolution!r}"
         )
-    _check_positive(img_channels, "img_channels")
-    _check_positive(channel_base, "channel_base")
-    _check_positive(channel_max, "channel_max")
+    check_positive_int(img_channels, "img_channels")
+    check_positive_int(channel_base, "channel_base")
+    check_positive_int(channel_max, "channel_max")
     if channel_base < img_resolution:
         raise ValueError(
             f"channel_base must be at least img_resolution ({img_resolution}) so that every "
@@ -111,10 +107,10 @@ class MappingNetwork(nn.Module):
         w_avg_beta: float = 0.995,
     ) -> None:
         super().__init__()
-        _check_positive(z_dim, "z_dim")
-        _check_positive(w_dim, "w_dim")
-        _check_positive(num_ws, "num_ws")
-        _check_positive(num_layers, "num_layers")
+        check_positive_int(z_dim, "z_dim")
+        check_positive_int(w_dim, "w_dim")
+        check_positive_int(num_ws, "num_ws")
+        check_positive_int(num_layers, "num_layers")
         self.z_dim = z_dim
         self.w_dim = w_dim
         self.num_ws = num_ws
@@ -322,7 +318,7 @@ class SynthesisNetwork(nn.Module):
     ) -> None:
         super().__init__()
         _check_architecture(img_resolution, img_channels, channel_base, channel_max)
-        _check_positive(w_dim, "w_dim")
+        check_positive_int(w_dim, "w_dim")
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
@@ -433,8 +429,8 @@ class MinibatchStdDev(nn.Module):
 
     def __init__(self, group_size: int = 4, num_channels: int = 1) -> None:
         super().__init__()
-        _check_positive(group_size, "mbstd_group_size")
-        _check_positive(num_channels, "mbstd_num_channels")
+        check_positive_int(group_size, "mbstd_group_size")
+        check_positive_int(num_channels, "mbstd_num_channels")
         self.group_size = group_size
         self.num_channels = num_channels
 

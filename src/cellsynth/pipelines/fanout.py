@@ -23,6 +23,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.framework.project import pipelines, settings
 
 from cellsynth.study import experiment_names
+from cellsynth.training.config import check_positive_int
 
 REGISTRY = "cellsynth.pipeline_registry"
 
@@ -49,8 +50,7 @@ class StudyShape:
         except ValueError:
             experiments = ()
         folds = params["data_prep"]["folds"]["k"]
-        if not isinstance(folds, int) or folds < 1:
-            raise ValueError(f"data_prep.folds.k must be a positive integer, got {folds!r}")
+        check_positive_int(folds, "data_prep.folds.k")
         return cls(folds, experiments, tuple((params.get("evaluation") or {}).get("models") or ()))
 
     @property

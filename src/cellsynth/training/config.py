@@ -4,6 +4,7 @@ record read back from JSON, becomes a typed settings object."""
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -50,3 +51,9 @@ def check_known_settings(cls: type, params: dict[str, Any], section: str) -> Non
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"unknown {section} parameter(s) {unknown}; known: {sorted(known)}")
+
+
+def check_positive_int(value: Any, name: str) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is an integer >= 1 (a bool is not one)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

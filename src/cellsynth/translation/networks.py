@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cellsynth.training.config import check_positive_int
+
 Norm = Literal["batch", "instance"]
 NORMS: tuple[str, ...] = ("batch", "instance")
 Upsample = Literal["transposed", "resize"]
@@ -43,11 +45,6 @@ def check_resolution(size: int, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``size`` is a power of two >= 32."""
     if int(size) != size or size < MIN_RESOLUTION or int(size) & (int(size) - 1):
         raise ValueError(f"{name} must be a power of two >= {MIN_RESOLUTION}, got {size}")
-
-
-def _check_positive(value: int, name: str) -> None:
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
@@ -132,7 +129,7 @@ class UNetGenerator(nn.Module):
             raise ValueError(f"upsample must be one of {UPSAMPLES}, got {upsample!r}")
         for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels"),
                             (base_filters, "base_filters"), (depth, "depth")):
-            _check_positive(value, name)
+            check_positive_int(value, name)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         check_resolution(resolution, "resolution")
@@ -207,7 +204,7 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, in_channels: int, base_filters: int = 64, n_layers: int = 3, norm: Norm = "batch"):
         super().__init__()
         for value, name in ((in_channels, "in_channels"), (base_filters, "base_filters"), (n_layers, "n_layers")):
-            _check_positive(value, name)
+            check_positive_int(value, name)
         _check_norm(norm)
         self.in_channels = in_channels
         layers: list[nn.Module] = [nn.Conv2d(in_channels, base_filters, 4, 2, 1), nn.LeakyReLU(0.2)]
