@@ -7,13 +7,16 @@ import pytest
 
 from cellsynth import simcep
 from cellsynth.comparison import (
+    ComparisonSettings,
     MaskSet,
     compare_mask_sets,
     comparison_table,
     mean_table,
     readable_quality_table,
 )
+from cellsynth.encoding import CodecCheckSettings
 from cellsynth.quality import inception_features
+from cellsynth.training.config import config_from_params
 from cellsynth.translation import ChannelNormalizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -80,3 +83,20 @@ def test_quality_table_reads_without_a_glossary_and_marks_the_closer_set():
     assert rows == {"FID of the masks (as flow fields), random-init Inception": "GAN",
                     "KID of the masks (as flow fields), spread, random-init Inception": "",
                     "Ripley's L (px): distribution distance": "SIMCEP"}
+
+
+def test_comparison_settings_name_a_bad_parameter():
+    assert config_from_params(ComparisonSettings, {"max_masks": None, "seed": 3}, "c") == ComparisonSettings(None, 3)
+    with pytest.raises(ValueError, match="simcep_baseline.comparison.max_masks"):
+        ComparisonSettings(max_masks=0)
+    with pytest.raises(ValueError, match=r"unknown simcep_baseline.comparison parameter\(s\) \['max_mask'\]"):
+        config_from_params(ComparisonSettings, {"max_mask": 8}, "simcep_baseline.comparison")
+
+
+def test_codec_check_settings_name_a_bad_parameter():
+    check = config_from_params(CodecCheckSettings, {"max_crops": 4, "decode": {"niter": 50}}, "data_prep.codec_check")
+    assert check.max_crops == 4 and check.decode == {"niter": 50}
+    with pytest.raises(ValueError, match="data_prep.codec_check.decode"):
+        CodecCheckSettings(decode={"n_iter": 50})
+    with pytest.raises(ValueError, match="data_prep.codec_check.max_crops"):
+        CodecCheckSettings(max_crops=1.5)

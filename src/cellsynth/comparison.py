@@ -18,7 +18,21 @@ import numpy as np
 import pandas as pd
 
 from cellsynth import encoding, layout, quality
+from cellsynth.training.config import check_positive_int
 from cellsynth.translation import ChannelNormalizer
+
+
+@dataclass(frozen=True)
+class ComparisonSettings:
+    """How sets of masks are compared with the held-out real crops (``simcep_baseline.comparison``):
+    at most ``max_masks`` masks per set (None: all), drawn with ``seed``."""
+
+    max_masks: int | None = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_masks is not None:
+            check_positive_int(self.max_masks, "simcep_baseline.comparison.max_masks")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ from skimage.measure import label as connected_components
 from tqdm.auto import tqdm
 
 from cellsynth import flow_dynamics
+from cellsynth.training.config import check_positive_int
 from cellsynth.training.runtime import resolve_device
 
 METHODS: tuple[str, ...] = ("cellpose_flow", "binary", "label")
@@ -263,6 +265,19 @@ _FLOW_DECODE_DEFAULTS: dict[str, Any] = {
     if parameter.kind is inspect.Parameter.KEYWORD_ONLY
 }
 FLOW_DECODE_OPTIONS: tuple[str, ...] = tuple(_FLOW_DECODE_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class CodecCheckSettings:
+    """The ENCODE -> DECODE round trip that data_prep measures (``data_prep.codec_check``): the first
+    ``max_crops`` crops of each group, decoded with ``decode`` (options of :func:`decode_batch`)."""
+
+    max_crops: int = 64
+    decode: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.max_crops, "data_prep.codec_check.max_crops")
+        object.__setattr__(self, "decode", check_decode_options(self.decode, "data_prep.codec_check.decode"))
 
 
 def check_decode_options(options: Mapping[str, Any] | None, section: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from cellsynth.crops import Fold, crops_by_group, make_folds, training_groups
 from cellsynth.io import AnnotatedImage, read_dataset, write_dataset
 from cellsynth.metrics import object_statistics, segmentation_accuracy
 from cellsynth.phantom import demo_dataset
+from cellsynth.training.config import config_from_params
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +93,13 @@ def summarise_data_prep(
     same figures as a JSON report.
     """
     summary: dict[str, Any] = {"dataset": object_statistics([s.labels for s in images]), "groups": {}}
-    decode_options = encoding.check_decode_options(codec_check.get("decode"), "data_prep.codec_check.decode")
+    check = config_from_params(encoding.CodecCheckSettings, codec_check, "data_prep.codec_check")
     for group in sorted(training_crops):
         labels = training_crops[group]["labels"]
         flows = encoded_flows[group]["flows"]
-        checked = slice(0, codec_check["max_crops"])
+        checked = slice(0, check.max_crops)
         decoded = encoding.decode_batch(flows[checked], method=encoding_params["method"], progress=True,
-                                        **decode_options)
+                                        **check.decode)
         summary["groups"][group] = {
             "crops": len(labels),
             "objects_per_crop": object_statistics(list(labels))["objects_per_image"],

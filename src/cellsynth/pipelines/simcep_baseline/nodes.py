@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 
 from cellsynth import quality, simcep
-from cellsynth.comparison import MaskSet, compare_mask_sets, comparison_table
+from cellsynth.comparison import ComparisonSettings, MaskSet, compare_mask_sets, comparison_table
 from cellsynth.crops import group_seed
 from cellsynth.figures import panel_grid
 from cellsynth.image_painter import paint_groups
 from cellsynth.io import AnnotatedImage
 from cellsynth.metrics import with_group_means
 from cellsynth.training import resolve_device
+from cellsynth.training.config import config_from_params
 from cellsynth.translation import ChannelNormalizer
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def compare_structure(
     numbers as MLflow metrics ``simcep_baseline.[<group>.]<set>.<metric>``, and a sample grid.
     """
     features = quality.inception_features(fid["inception_weights"], fid["allow_download"])
-    comparison = params["comparison"]
+    comparison = config_from_params(ComparisonSettings, params["comparison"], "simcep_baseline.comparison")
     scores, panels = {}, []
     for group in sorted(heldout_crops):
         heldout, training = heldout_crops[group], training_crops[group]
@@ -85,7 +86,7 @@ def compare_structure(
                 "simcep": _mask_set(simcep_pairs.get(group, []))}
         normalizer = ChannelNormalizer.from_dict(pix2pix_models[group]["normalizer"])
         scores[group] = compare_mask_sets(MaskSet(heldout["labels"], heldout["images"]), sets, features, normalizer,
-                                          max_masks=comparison["max_masks"], seed=comparison["seed"])
+                                          max_masks=comparison.max_masks, seed=comparison.seed)
         panels.append((group, [(f"{name} {kind}", data[:SAMPLES_SHOWN]) for name, s in sets.items()
                                for kind, data in (("masks", s.labels), ("images", s.images))
                                if data is not None and len(data)]))
