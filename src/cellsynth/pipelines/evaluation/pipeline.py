@@ -2,7 +2,7 @@
 namespace ``fold_<k>`` (the fold count and experiments come from the run's parameters:
 :mod:`cellsynth.pipelines.fanout`); one node gathers their records, one writes the report."""
 
-from functools import partial
+from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -22,7 +22,8 @@ def records_name(experiment: str, model: str) -> str:
 def create_pipeline(**kwargs) -> Pipeline:
     shape = study_shape()
     trainings = [
-        pipeline([node(partial(nodes.train_experiment, fold=fold, experiment=experiment, model=model),
+        pipeline([node(update_wrapper(partial(nodes.train_experiment, fold=fold, experiment=experiment, model=model),
+                                      nodes.train_experiment),
                        TRAINING_INPUTS, records_name(experiment, model),
                        name=f"train_{model}_{experiment.replace('.', 'p')}")
                   for experiment in shape.experiments for model in shape.models],
