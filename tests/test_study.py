@@ -19,6 +19,7 @@ from kedro.runner import ParallelRunner
 from cellsynth import report
 from cellsynth.crops import fold_of_group
 from cellsynth.results import aggregate
+from cellsynth.runners import DaskRunner
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -123,3 +124,21 @@ def test_one_fold_runs_alone_and_the_parallel_runner_gives_the_sequential_result
         keys = {key for (key,) in db.execute("SELECT key FROM metrics WHERE run_uuid = ?", (newest,))}
     assert runs == 3 and {"stardist.raw.fold_1.accuracy", "cellpose.merge.accuracy"} <= keys
     assert not (project / "mlruns").exists()
+
+
+def test_the_dask_runner_on_a_local_cluster_gives_the_sequential_results(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    project = copy_run(tiny_study, tmp_path / "copy", monkeypatch)
+    records = project / "data/07_model_output/segmentation_records"
+    shutil.rmtree(records / "fold_2")
+    fold_2 = [f"fold_2.train_{m}_{e}" for m in ("stardist", "cellpose") for e in ("raw", "merge")]
+    joining = ["gather_segmentation_results", "write_study_report"]
+    run(project, STUDY_TINY, pipeline="evaluation", nodes=fold_2 + joining, runner=DaskRunner(n_workers=2))
+    assert len(list((records / "fold_2").iterdir())) == 4
+    assert _results(project) == _results(tiny_study)
+    with sqlite3.connect(project / "mlflow.db") as db:
+        (runs,) = db.execute("SELECT COUNT(*) FROM runs").fetchone()
+        (newest,) = db.execute("SELECT run_uuid FROM runs ORDER BY start_time DESC LIMIT 1").fetchone()
+        keys = {key for (key,) in db.execute("SELECT key FROM metrics WHERE run_uuid = ?", (newest,))}
+    assert runs == 2 and "cellpose.raw.fold_2.accuracy" in keys
