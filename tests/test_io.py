@@ -1,5 +1,6 @@
 """Reading annotated folders: good data round-trips, every bad input is named and nothing is written."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from cellsynth.io import (
     read_dataset,
     read_image,
     staged_directory,
+    write_atomically,
     write_dataset,
 )
 
@@ -155,3 +157,13 @@ def test_a_staged_folder_replaces_its_target_only_when_complete(tmp_path: Path):
         assert not staging.exists()  # the writer creates it (StarDist does)
         staging.mkdir()
     assert (tmp_path / "made_by_writer").is_dir()
+
+
+def test_write_atomically_gives_the_permissions_of_a_plain_open(tmp_path: Path):
+    previous = os.umask(0o027)
+    try:
+        write_atomically(tmp_path / "figure.png", lambda stream: stream.write(b"png"))
+        (tmp_path / "plain.png").write_bytes(b"png")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "figure.png").stat().st_mode & 0o777 == (tmp_path / "plain.png").stat().st_mode & 0o777 == 0o640

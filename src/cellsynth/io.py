@@ -240,11 +240,13 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], durable: b
     """Call ``write`` on a temporary file beside ``path``, then rename it into place.
 
     A crash leaves the old file or the new one, never a torn one. ``durable``
-    also flushes the data to disk before the rename (checkpoints).
+    also flushes the data to disk before the rename (checkpoints). The file gets the permissions a plain
+    ``open`` would give it (``mkstemp`` makes it readable by its owner only).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             if durable:
@@ -254,6 +256,13 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], durable: b
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_image(directory: Path, stem: str, image: np.ndarray) -> None:
