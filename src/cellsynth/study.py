@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -90,13 +90,31 @@ class Experiment:
 
 def synthetic_sources(
     gan_pairs: Mapping[str, Sequence[AnnotatedImage]], controls: Mapping[str, Mapping[str, Sequence[AnnotatedImage]]]
-) -> dict[str, Sequence[AnnotatedImage]]:
+) -> Mapping[str, Sequence[AnnotatedImage]]:
     """Every synthetic training set by the name a :class:`Stage` gives it: the GAN's pairs by group,
-    each control's (``{control: {group: pairs}}``) by :func:`control_source`."""
-    sources = dict(gan_pairs)
-    for control, by_group in controls.items():
-        sources.update({control_source(control, group): pairs for group, pairs in by_group.items()})
-    return sources
+    each control's (``{control: {group: pairs}}``) by :func:`control_source`. A view: a set is read from
+    its mapping (a lazily loaded catalog dataset) only when asked for, so a node that trains on one
+    group does not load them all."""
+    return _SyntheticSources(gan_pairs, controls)
+
+
+class _SyntheticSources(Mapping[str, Sequence[AnnotatedImage]]):
+    def __init__(self, gan_pairs: Mapping[str, Sequence[AnnotatedImage]],
+                 controls: Mapping[str, Mapping[str, Sequence[AnnotatedImage]]]) -> None:
+        self._by_name: dict[str, tuple[Mapping[str, Sequence[AnnotatedImage]], str]] = {
+            group: (gan_pairs, group) for group in gan_pairs}
+        for control, by_group in controls.items():
+            self._by_name.update({control_source(control, group): (by_group, group) for group in by_group})
+
+    def __getitem__(self, name: str) -> Sequence[AnnotatedImage]:
+        mapping, group = self._by_name[name]
+        return mapping[group]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
 
 
 def experiment_names(
