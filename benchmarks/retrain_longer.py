@@ -71,6 +71,7 @@ def main() -> None:
                                 synthetic_share=share)
         print(json.dumps({"model": args.model, "experiment": experiment.name, "fold": experiment.fold,
                           "epochs": args.epochs, "accuracy": record["accuracy"],
+                          "accuracy_by_iou": record["accuracy_by_iou"],
                           "validation_accuracy": record["validation_accuracy"],
                           "synthetic_pairs": record.get("synthetic_pairs"), "synthetic_share": share}), flush=True)
 

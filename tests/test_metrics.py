@@ -7,6 +7,7 @@ from stardist.matching import matching_dataset
 
 from cellsynth.metrics import (
     DEFAULT_IOU_THRESHOLDS,
+    accuracy_by_threshold,
     object_statistics,
     segmentation_accuracy,
     with_group_means,
@@ -32,6 +33,9 @@ def test_hand_made_case():
     # thresholds 0.5, 0.55, 0.6, 0.65, 0.7 -> 2/2; 0.75, 0.8, 0.85, 0.9 -> 1/(1+1+1)
     expected = (5 * 1.0 + 4 * (1 / 3)) / 9
     assert segmentation_accuracy([gt], [pred]) == pytest.approx(expected)
+    by_iou = accuracy_by_threshold([gt], [pred])
+    assert list(by_iou) == ["0.5", "0.55", "0.6", "0.65", "0.7", "0.75", "0.8", "0.85", "0.9"]
+    assert by_iou["0.7"] == 1.0 and by_iou["0.75"] == pytest.approx(1 / 3)  # found, but outlined too loosely
 
 
 def test_missing_and_extra_objects():

@@ -37,6 +37,17 @@ def segmentation_accuracy(
         Accuracy in [0, 1]; 1.0 when every object is matched at every threshold.
         Two empty sets of objects count as a perfect match.
     """
+    return float(np.mean(list(accuracy_by_threshold(gt_list, pred_list, thresholds).values())))
+
+
+def accuracy_by_threshold(
+    gt_list: Sequence[np.ndarray],
+    pred_list: Sequence[np.ndarray],
+    thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
+) -> dict[str, float]:
+    """``TP / (TP + FP + FN)`` at each IoU threshold, keyed by the threshold as text (``"0.5"``, ...,
+    ``"0.9"``): low thresholds score finding the objects, high ones their outlines.
+    Arguments as :func:`segmentation_accuracy`, whose value is the mean of these."""
     if len(gt_list) != len(pred_list):
         raise ValueError(f"segmentation_accuracy: {len(gt_list)} ground-truth images but {len(pred_list)} predictions")
     if len(gt_list) == 0:
@@ -48,14 +59,15 @@ def segmentation_accuracy(
             raise ValueError(f"segmentation_accuracy: pair {index} has shapes {gt.shape} (gt) and {pred.shape} (pred)")
     gt_int = [np.asarray(g).astype(np.int32, copy=False) for g in gt_list]
     pred_int = [np.asarray(p).astype(np.int32, copy=False) for p in pred_list]
+    keys = [f"{float(t):g}" for t in thresholds]
     if not any(g.any() for g in gt_int) and not any(p.any() for p in pred_int):
-        return 1.0
+        return dict.fromkeys(keys, 1.0)
     stats = matching_dataset(gt_int, pred_int, thresh=list(thresholds), show_progress=False, by_image=False)
-    scores = []
-    for s in stats:
+    scores = {}
+    for key, s in zip(keys, stats, strict=True):
         denominator = s.tp + s.fp + s.fn
-        scores.append(s.tp / denominator if denominator else 1.0)
-    return float(np.mean(scores))
+        scores[key] = float(s.tp / denominator) if denominator else 1.0
+    return scores
 
 
 def with_group_means(per_group: Mapping[str, Mapping[str, object]]) -> dict[str, float]:

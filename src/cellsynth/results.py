@@ -386,6 +386,30 @@ def synthetic_pairs(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.D
     return table.iloc[order].reset_index(drop=True)
 
 
+def accuracy_by_iou(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy per IoU threshold, mean over every fold and repeat, from records that carry
+    ``accuracy_by_iou`` (:func:`cellsynth.study.run_experiment`): whether synthetic pairs change how many
+    nuclei a model finds (IoU 0.5) or how well it outlines them (IoU 0.9).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model, experiment`` and one per threshold (``"0.5"``, ...), rows in report order;
+        no rows when no record carries the breakdown.
+    """
+    rows: dict[tuple[str, str], list[Mapping[str, float]]] = {}
+    for record in records.to_dict("records") if isinstance(records, pd.DataFrame) else records:
+        by_iou = record.get("accuracy_by_iou")
+        if isinstance(by_iou, Mapping) and by_iou:
+            rows.setdefault((record["model"], record["experiment"]), []).append(by_iou)
+    thresholds = sorted({t for runs in rows.values() for run in runs for t in run}, key=float)
+    table = pd.DataFrame([{"model": model, "experiment": experiment,
+                           **{t: _mean_std([run[t] for run in runs if t in run])[0] for t in thresholds}}
+                          for (model, experiment), runs in rows.items()],
+                         columns=["model", "experiment", *thresholds])
+    return _sort_table(table)
+
+
 # ---------------------------------------------------------------------------
 # tables
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from cellsynth.crops import Fold, fold_of_group, subset_group
 from cellsynth.io import AnnotatedImage
-from cellsynth.metrics import segmentation_accuracy
+from cellsynth.metrics import accuracy_by_threshold, segmentation_accuracy
 from cellsynth.training.config import config_from_params
 
 logger = logging.getLogger(__name__)
@@ -322,6 +322,7 @@ def run_experiment(
     -------
     dict
         The record: ``model``, ``experiment``, ``fold``, ``repeat``, ``accuracy`` (test),
+        ``accuracy_by_iou`` (test, per IoU threshold: :func:`~cellsynth.metrics.accuracy_by_threshold`),
         ``validation_accuracy``, ``trained_on`` (real image names), ``synthetic_pairs`` (count),
         ``synthetic_groups`` (those the plan names, empty or not), ``model_path``.
     """
@@ -369,9 +370,10 @@ def run_experiment(
                             [s.labels for s in val], config, target, init_from=model, sample_weights=weights)
         model = target
     test = [real[n] for n in experiment.test]
+    by_iou = accuracy_by_threshold([s.labels for s in test], segmenter.predict(model, [s.image for s in test]))
     return {
         "model": segmenter.name, "experiment": experiment.name, "fold": experiment.fold, "repeat": repeat,
-        "accuracy": segmentation_accuracy([s.labels for s in test], segmenter.predict(model, [s.image for s in test])),
+        "accuracy": float(np.mean(list(by_iou.values()))), "accuracy_by_iou": by_iou,
         "validation_accuracy": segmentation_accuracy([s.labels for s in val],
                                                      segmenter.predict(model, [s.image for s in val])),
         "trained_on": sorted(trained_on), "synthetic_pairs": n_synthetic,
