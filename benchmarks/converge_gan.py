@@ -63,6 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--kimg", type=float, default=None, help="train this long instead of --minutes")
     parser.add_argument("--snapshot-kimg", type=float, default=10.0)
     parser.add_argument("--heldout", type=float, default=0.25, help="share of the images held out")
+    parser.add_argument("--scale", type=float, action="append", default=None,
+                        help="also train on the training images rescaled by this factor (repeatable; held-out "
+                             "crops stay at 1): a generator for other magnifications and densities")
     parser.add_argument("--n-eval", type=int, default=128, help="fields generated per snapshot")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a mask_gan.training setting (YAML value)")
@@ -146,17 +149,21 @@ def targets(record: dict, baselines: dict) -> dict[str, bool]:
             "layout_closer_than_simcep": closer >= 3}
 
 
-def split_crops(samples: list[io.AnnotatedImage], res: int, heldout: float, seed: int, name: str):
-    """Training crops (with rotations) and held-out crops (unrotated) of one folder's images."""
+def split_crops(samples: list[io.AnnotatedImage], res: int, heldout: float, seed: int, name: str,
+                scales: list[float]):
+    """Training crops (with rotations, of the training images at every scale) and held-out crops
+    (unrotated, at scale 1) of one folder's images."""
     order = np.random.default_rng(seed).permutation(len(samples))
     n_heldout = max(1, round(heldout * len(samples)))
     if len(samples) - n_heldout < 1:
         raise SystemExit(f"{name}: {len(samples)} image(s) cannot be split into training and held-out images")
     heldout_images = [samples[i] for i in order[:n_heldout]]
-    training_images = [samples[i] for i in order[n_heldout:]]
+    training_images = [sample if factor == 1 else crops.rescale_sample(sample, factor)
+                       for factor in scales for sample in (samples[i] for i in order[n_heldout:])]
     train_crops = crops.crops_from_images(training_images, size=res, stride=res, rotations=True)["labels"]
     heldout_crops = crops.crops_from_images(heldout_images, size=res, stride=res, rotations=False)["labels"]
-    print(f"{name}: {len(training_images)} training images -> {len(train_crops)} crops (with rotations); "
+    print(f"{name}: {len(training_images)} training images (scales {scales}) -> {len(train_crops)} crops "
+          "(with rotations); "
           f"{len(heldout_images)} held-out images -> {len(heldout_crops)} crops", file=sys.stderr)
     return train_crops, heldout_crops
 
@@ -170,7 +177,7 @@ def main() -> None:
     started = time.perf_counter()
     folders = args.data or ["demo"]
     split = [split_crops(load_samples(folder, args.demo_images, args.demo_seed), args.res, args.heldout, args.seed,
-                         folder) for folder in folders]
+                         folder, args.scale or [1.0]) for folder in folders]
     largest = max(len(train) for train, _ in split)
     # every folder weighs alike: the smaller folders' training crops are repeated (whole copies first)
     train_crops = np.concatenate([np.resize(train, (largest, *train.shape[1:])) for train, _ in split])
@@ -269,7 +276,7 @@ def main() -> None:
     fid_key = next(k for k in best if k.startswith("fid"))
     report = {
         "data": folders if len(folders) > 1 else folders[0], "init_from": args.init_from,
-        "resolution": args.res, "downsample": args.downsample,
+        "resolution": args.res, "downsample": args.downsample, "scales": args.scale or [1.0],
         "gan_resolution": int(gan_fields.shape[1]), "training_crops": len(train_crops),
         "heldout_crops": len(heldout_crops), "settings": {k: v for k, v in vars(config).items()
                                                             if k not in ("kimg", "snapshot_kimg")},
@@ -302,7 +309,8 @@ def main() -> None:
     if args.export:
         trained = {"command": "python benchmarks/converge_gan.py " + " ".join(sys.argv[1:]),
                    "data": report["data"], "demo_seed": args.demo_seed if "demo" in folders else None,
-                   "settings": report["settings"], "downsample": args.downsample, "kimg": report["kimg"],
+                   "settings": report["settings"], "downsample": args.downsample, "scales": report["scales"],
+                   "kimg": report["kimg"],
                    "init_from": None if init_from is None else {
                        "spec": str(args.init_from), "nimg": init_from.get("nimg"),
                        "trained": init_from.get("trained"), "settings": init_from.get("config")},

@@ -42,7 +42,8 @@ def series(path: Path) -> tuple[str, list[dict[str, float]]]:
     real_diversity, real_cells = best["diversity"]["real"], best["cells_per_crop"]["real"]
     simcep = best["layout_distance"]["simcep"]
     data = report["data"] if isinstance(report["data"], str) else " + ".join(report["data"])
-    start = "from scratch" if not report.get("init_from") else f"from {report['init_from']}"
+    start = "from scratch" if not report.get("init_from") else f"from {Path(report['init_from']).stem}"
+    start += f", lr {report['settings']['learning_rate']:g}"
     points = []
     for record in report["curve"]:
         if record.get("train_s") is None:
@@ -63,10 +64,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--label", action="append", default=None,
+                        help="legend entry of each run, in order (default: its data, start and learning rate)")
     args = parser.parse_args()
     figure, axes = plt.subplots(1, 4, figsize=(16, 3.8))
-    for path in args.runs:
+    if args.label is not None and len(args.label) != len(args.runs):
+        parser.error(f"{len(args.label)} --label for {len(args.runs)} runs")
+    for index, path in enumerate(args.runs):
         label, points = series(path)
+        label = args.label[index] if args.label else label
         for axis, (key, _, _) in zip(axes, PANELS):
             axis.plot([p["minutes"] for p in points], [p[key] for p in points], "o-", ms=3, label=label)
     for axis, (_, title, target) in zip(axes, PANELS):

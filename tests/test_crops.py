@@ -13,6 +13,7 @@ from cellsynth.crops import (
     group_seed,
     heldout_groups,
     make_folds,
+    rescale_sample,
     subset_group,
     training_groups,
     training_subset,
@@ -162,3 +163,25 @@ def test_each_group_draws_its_own_stable_seed():
     assert len(set(seeds.values())) == 4
     assert group_seed(0, "fold_1") == seeds["fold_1"]  # the same in every run and process
     assert group_seed(7, "all") == 7
+
+
+def test_rescale_sample_shrinks_objects_and_packs_them_denser():
+    labels = disk_labels((80, 120), [(20, 20), (20, 60), (60, 40), (60, 100)], 8)
+    image = np.where(labels > 0, 200, 10).astype(np.uint16)[..., None]
+    small = rescale_sample(AnnotatedImage("tile", image, labels), 0.5)
+    assert small.name == "tile@0.5x" and small.labels.shape == (40, 60) and small.image.shape == (40, 60, 1)
+    assert small.image.dtype == np.uint16 and small.labels.dtype == np.int32
+    assert set(np.unique(small.labels)) == {0, 1, 2, 3, 4}  # every disk survives, numbered 1..4
+    area, small_area = np.bincount(labels.ravel())[1:], np.bincount(small.labels.ravel())[1:]
+    assert np.allclose(small_area / area, 0.25, atol=0.05)
+    inside, outside = small.image[small.labels > 0], small.image[small.labels == 0]
+    assert inside.mean() > 150 and outside.mean() < 60  # image and labels stay aligned (edges blend)
+    large = rescale_sample(AnnotatedImage("tile", image, labels), 1.5)
+    assert large.labels.shape == (120, 180) and large.labels.max() == 4
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.0, 0.001])
+def test_rescale_sample_rejects_factors_that_leave_no_image(factor):
+    labels = disk_labels((40, 40), [(20, 20)], 5)
+    with pytest.raises(ValueError, match="rescal"):
+        rescale_sample(AnnotatedImage("tile", labels[..., None].astype(np.uint8), labels), factor)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from skimage.segmentation import relabel_sequential
+from skimage.transform import resize
 from tqdm.auto import tqdm
 
 from cellsynth.io import AnnotatedImage
@@ -219,6 +220,29 @@ def add_rotations(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     rotated_images = np.concatenate([np.rot90(images, k, axes=(1, 2)) for k in range(4)])
     rotated_labels = np.concatenate([np.rot90(labels, k, axes=(1, 2)) for k in range(4)])
     return np.ascontiguousarray(rotated_images), np.ascontiguousarray(rotated_labels)
+
+
+def rescale_sample(sample: AnnotatedImage, factor: float) -> AnnotatedImage:
+    """The annotated image at ``factor`` times its size, as if imaged at another magnification.
+
+    The image is resampled linearly (its dtype kept), the labels by nearest neighbour and numbered
+    again from 1 (objects shrunk below one pixel disappear). The name gains ``@<factor>x``.
+
+    Raises
+    ------
+    ValueError
+        When ``factor`` is not positive or leaves a side shorter than one pixel.
+    """
+    if not factor > 0:
+        raise ValueError(f"rescale factor must be > 0, got {factor}")
+    height, width = sample.labels.shape
+    shape = (round(height * factor), round(width * factor))
+    if min(shape) < 1:
+        raise ValueError(f"{sample.name}: rescaling {height}x{width} by {factor} leaves no pixel")
+    image = resize(sample.image, (*shape, sample.image.shape[2]), order=1, preserve_range=True, anti_aliasing=factor < 1)
+    labels = resize(sample.labels, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.int32)
+    return AnnotatedImage(f"{sample.name}@{factor:g}x", np.round(image).astype(sample.image.dtype),
+                          relabel_sequential(labels)[0])
 
 
 def crops_from_images(

@@ -24,7 +24,8 @@ SHIPPED: dict[str, str] = {
     "demo-phantom": "mask_gan_demo_phantom.pt",
     # 64x64 crops of DSB 2018 nuclei (../shared/data/dsb2018_pretrain: 501 fluorescence and 78 H&E
     # images, both modalities weighted alike, disjoint from dsb2018/), learnt at 32x32 with conf/base's
-    # settings by benchmarks/train_nuclei_generator.sh: the start for real nuclei data.
+    # settings, then at 0.6x, 1x and 1.4x the images' size (other magnifications, denser tissue), by
+    # benchmarks/train_nuclei_generator.sh: the start for real nuclei data.
     "nuclei": "mask_gan_nuclei.pt",
 }
 WEIGHT_KEYS = ("G", "D", "G_ema")
