@@ -467,13 +467,15 @@ def test_accuracy_per_iou_threshold_is_reported_when_records_carry_it(tmp_path: 
     def with_iou(record: dict, at_05: float, at_09: float) -> dict:
         return {**record, "accuracy_by_iou": {"0.5": at_05, "0.9": at_09}}
 
-    records = [with_iou(rec("stardist", "raw", 0, 0, 0.6), 0.9, 0.3), with_iou(rec("stardist", "raw", 1, 0, 0.5), 0.7, 0.3),
+    records = [with_iou(rec("stardist", "raw", 0, 0, 0.6), 0.9, 0.3),
+               with_iou(rec("stardist", "raw", 1, 0, 0.5), 0.7, 0.3),
                with_iou(rec("stardist", "merge", 0, 0, 0.4), 0.8, 0.0)]
     written = write_report(tmp_path / "r", records, None, {}, "t")
     table = pd.read_csv(written["accuracy_by_iou.csv"])
     assert list(table.columns) == ["model", "experiment", "0.5", "0.9"]
-    assert table.to_dict("records") == [{"model": "stardist", "experiment": "raw", "0.5": pytest.approx(0.8), "0.9": 0.3},
-                                        {"model": "stardist", "experiment": "merge", "0.5": 0.8, "0.9": 0.0}]
+    assert table.to_dict("records") == [
+        {"model": "stardist", "experiment": "raw", "0.5": pytest.approx(0.8), "0.9": 0.3},
+        {"model": "stardist", "experiment": "merge", "0.5": 0.8, "0.9": 0.0}]
     assert "Accuracy per IoU threshold" in written["index.html"].read_text(encoding="utf-8")
     plain = write_report(tmp_path / "p", [rec("stardist", "raw", 0, 0, 0.6)], None, {}, "t")
     assert "accuracy_by_iou.csv" not in plain

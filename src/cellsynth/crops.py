@@ -239,7 +239,8 @@ def rescale_sample(sample: AnnotatedImage, factor: float) -> AnnotatedImage:
     shape = (round(height * factor), round(width * factor))
     if min(shape) < 1:
         raise ValueError(f"{sample.name}: rescaling {height}x{width} by {factor} leaves no pixel")
-    image = resize(sample.image, (*shape, sample.image.shape[2]), order=1, preserve_range=True, anti_aliasing=factor < 1)
+    image = resize(sample.image, (*shape, sample.image.shape[2]), order=1, preserve_range=True,
+                   anti_aliasing=factor < 1)
     labels = resize(sample.labels, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.int32)
     return AnnotatedImage(f"{sample.name}@{factor:g}x", np.round(image).astype(sample.image.dtype),
                           relabel_sequential(labels)[0])

@@ -418,7 +418,8 @@ def write_report(
             if len(by_iou):
                 by_iou.to_csv(staging / "accuracy_by_iou.csv", index=False)
                 written.append("accuracy_by_iou.csv")
-                iou_text = to_markdown(by_iou.set_index(["model", "experiment"]), float_format=".3f") + "\n" + IOU_CAPTION
+                iou_table = to_markdown(by_iou.set_index(["model", "experiment"]), float_format=".3f")
+                iou_text = iou_table + "\n" + IOU_CAPTION
                 save_text("accuracy_by_iou.md", iou_text + "\n")
                 extra_sections = {"Accuracy per IoU threshold": iou_text, **(extra_sections or {})}
             if quality_table is not None:
