@@ -29,9 +29,10 @@ def test_image_translation_trains_per_fold_translates_measures_and_resumes(
         with np.load(project / f"data/03_primary/training_crops/fold_{i}.npz") as crops:
             assert not set(crops["source"]) & (set(fold["val"]) | set(fold["test"]))
 
-    (version,) = list((project / "data/06_models/pix2pix_models.pt").iterdir())
-    models = torch.load(version / "pix2pix_models.pt", weights_only=False)
-    assert sorted(models) == ["fold_0", "fold_1", "fold_2"]
+    models = {}
+    for group in ("fold_0", "fold_1", "fold_2"):  # one model file per fold, written by its own node
+        (version,) = list((project / f"data/06_models/pix2pix/{group}.pt").iterdir())
+        models[group] = torch.load(version / f"{group}.pt", weights_only=False)
     assert [h["epoch"] for h in models["fold_0"]["history"]] == [1.0, 2.0]
     assert models["fold_0"]["normalizer"]["dtype"] == "uint8" and models["fold_0"]["representation"] == "label"
 
@@ -60,7 +61,7 @@ def test_image_translation_trains_per_fold_translates_measures_and_resumes(
     # asking for more epochs continues the finished runs instead of starting over
     project = copy_run(tiny_study, tmp_path / "resumed", monkeypatch)
     run(project, {**STUDY_TINY, "image_translation.training.epochs": 3}, pipeline="image_translation",
-        nodes=["train_pix2pix_models"])
-    latest = max((project / "data/06_models/pix2pix_models.pt").iterdir())
-    models = torch.load(latest / "pix2pix_models.pt", weights_only=False)
-    assert [h["epoch"] for h in models["fold_0"]["history"]] == [1.0, 2.0, 3.0]
+        nodes=["image_translation.fold_0.train"])
+    latest = max((project / "data/06_models/pix2pix/fold_0.pt").iterdir())
+    model = torch.load(latest / "fold_0.pt", weights_only=False)
+    assert [h["epoch"] for h in model["history"]] == [1.0, 2.0, 3.0]

@@ -24,10 +24,11 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def test_mask_gan_trains_generates_logs_and_resumes(project: Path):
     run(project, GAN_TINY)  # data_prep
     run(project, GAN_TINY, pipeline="mask_gan")
-    (models,) = list((project / "data/06_models/mask_gan_models.pt").iterdir())  # one version folder
-    model = torch.load(models / "mask_gan_models.pt", weights_only=False)
-    assert list(model) == ["all"] and model["all"]["encoding"] == "cellpose_flow"
-    assert [h["kimg"] for h in model["all"]["history"]] == [0.016, 0.032]
+    assert [p.name for p in (project / "data/06_models/mask_gan").iterdir()] == ["all.pt"]  # one file per group
+    (version,) = list((project / "data/06_models/mask_gan/all.pt").iterdir())  # one version folder
+    model = torch.load(version / "all.pt", weights_only=False)
+    assert model["encoding"] == "cellpose_flow"
+    assert [h["kimg"] for h in model["history"]] == [0.016, 0.032]
     (version,) = list((project / "data/07_model_output/synthetic_masks").iterdir())
     with np.load(version / "synthetic_masks" / "all.npz") as synthetic:
         assert synthetic["flows"].shape == (8, 32, 32, 3) and synthetic["labels"].shape == (8, 32, 32)
@@ -41,7 +42,7 @@ def test_mask_gan_trains_generates_logs_and_resumes(project: Path):
 
     # a longer run with the same settings and data continues from the last checkpoint
     (checkpoints,) = list((project / "data/06_models/mask_gan_checkpoints").iterdir())
-    run(project, {**GAN_TINY, "mask_gan.training.kimg": 0.048}, pipeline="mask_gan", nodes=["train_mask_gans"])
+    run(project, {**GAN_TINY, "mask_gan.training.kimg": 0.048}, pipeline="mask_gan", nodes=["mask_gan.all.train"])
     latest = torch.load(sorted(checkpoints.glob("checkpoint-*.pt"))[-1], weights_only=False)
     assert [h["kimg"] for h in latest["history"]] == [0.016, 0.032, 0.048]
 
@@ -54,8 +55,8 @@ def test_the_demo_gan_starts_from_the_shipped_generator_and_its_masks_pass_the_f
                 "mask_gan.evaluation.n_images": 4, "mask_gan.generation.n": 16}
     run(project, settings)
     run(project, settings, pipeline="mask_gan")
-    (models,) = list((project / "data/06_models/mask_gan_models.pt").iterdir())
-    model = torch.load(models / "mask_gan_models.pt", weights_only=False)["all"]
+    (version,) = list((project / "data/06_models/mask_gan/all.pt").iterdir())
+    model = torch.load(version / "all.pt", weights_only=False)
     assert model["downsample"] == 2 and model["architecture"]["img_resolution"] == 32
     (version,) = list((project / "data/07_model_output/synthetic_masks").iterdir())
     with np.load(version / "synthetic_masks" / "all.npz") as synthetic:
@@ -73,13 +74,13 @@ def _generate_on_memory_catalog(generation: dict) -> dict:
     model = {"architecture": state["architecture"], "G_ema": state["G_ema"], "downsample": params["downsample"]}
     (image, labels), = demo_dataset(n_images=1, size=64, seed=0)
     catalog = DataCatalog({
-        "mask_gan_models": MemoryDataset({"all": model}),
+        "all.mask_gan_model": MemoryDataset(model),
         "encoded_flows": MemoryDataset({"all": {"flows": encoding.encode_batch(labels[None])}}),
         "params:mask_gan.generation": MemoryDataset({**params["generation"], **generation}),
         "params:mask_gan.runtime": MemoryDataset({**params["runtime"], "device": "cpu"}),
         "params:encoding": MemoryDataset({"method": "cellpose_flow"}),
     })
-    SequentialRunner().run(create_pipeline().only_nodes("generate_synthetic_masks"), catalog)
+    SequentialRunner().run(create_pipeline(["all"]).only_nodes("generate_synthetic_masks"), catalog)
     return {name: catalog.load(name) for name in ("synthetic_masks", "mask_gan_generation_metrics",
                                                    "mask_gan_generation_summary")}
 

@@ -111,3 +111,17 @@ def test_synthesize_pipeline_reads_only_parameters_that_exist():
             value = value[key]  # a KeyError names a parameter that does not exist
     assert "params:synthesize.training_scope" in inputs and params["synthesize"]["training_scope"] == "all"
     assert create_pipeline().outputs() == {"synthetic_dataset_manifest"}
+
+
+def test_the_synthesize_pipeline_trains_on_every_image_and_writes_the_dataset(project: Path):
+    """A real ``kedro run --pipeline=synthesize``: the group ``all``'s mask GAN and pix2pix, each written to
+    its own model file by its own node, then the pairs."""
+    from conftest import PIX2PIX_TINY, run
+
+    run(project, {**PIX2PIX_TINY, "synthesize.n": 4, "synthesize.batch": 4}, pipeline="synthesize")
+    for folder in ("mask_gan", "pix2pix"):
+        (version,) = list((project / f"data/06_models/{folder}/synthesize.all.pt").iterdir())
+        assert (version / "synthesize.all.pt").is_file()
+    manifest = json.loads((project / "data/08_reporting/synthetic_dataset.json").read_text())
+    pairs = read_dataset(manifest["folder"])
+    assert manifest["kept"] == len(pairs) == 4 and all(p.image.shape[:2] == (32, 32) for p in pairs)

@@ -101,6 +101,17 @@ def training_subset(names: Sequence[str], fraction: float, seed: int) -> tuple[s
     return tuple(sorted(names[j] for j in order[:count]))
 
 
+def group_names(scope: str, n_folds: int, subset_fractions: Sequence[float] = ()) -> tuple[str, ...]:
+    """The names of the groups :func:`training_groups` makes, without the images: folds first, then
+    their subsets (``fold_0``, ..., ``fold_0-subset_0.25``, ...), or ``all``."""
+    if scope == "folds":
+        return (*(f"fold_{i}" for i in range(n_folds)),
+                *(subset_group(i, fraction) for i in range(n_folds) for fraction in subset_fractions))
+    if scope == "all":
+        return ("all",)
+    raise ValueError(f"parameter training_scope must be 'folds' or 'all', got {scope!r}")
+
+
 def training_groups(
     folds: Sequence[Fold], names: Sequence[str], scope: str, subset_fractions: Sequence[float] = (), seed: int = 0
 ) -> dict[str, tuple[str, ...]]:
@@ -111,15 +122,13 @@ def training_groups(
     that share of them (:func:`subset_group`, :func:`training_subset`) for the subset experiments;
     ``scope="all"``: one group ``all`` with every image, for a user who just wants a synthetic dataset.
     """
-    if scope == "folds":
-        groups = {f"fold_{i}": fold.train for i, fold in enumerate(folds)}
-        for i, fold in enumerate(folds):
-            for fraction in subset_fractions:
-                groups[subset_group(i, fraction)] = training_subset(fold.train, fraction, seed + i)
-        return groups
     if scope == "all":
         return {"all": tuple(names)}
-    raise ValueError(f"parameter training_scope must be 'folds' or 'all', got {scope!r}")
+    groups = dict(zip(group_names(scope, len(folds)), (fold.train for fold in folds)))  # checks scope
+    for i, fold in enumerate(folds):
+        for fraction in subset_fractions:
+            groups[subset_group(i, fraction)] = training_subset(fold.train, fraction, seed + i)
+    return groups
 
 
 def fold_of_group(group: str) -> int | None:

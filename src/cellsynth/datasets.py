@@ -2,6 +2,11 @@
 folders, arrays per cross-validation group, bundles of arrays and trained
 models. All write atomically, so an interrupted run never leaves a
 half-written entry behind, and all support ``versioned: true``.
+
+The per-group datasets (:class:`NpzGroupsDataset`, :class:`AnnotatedImageGroupsDataset`) load lazily,
+one partition per group, as kedro-datasets' ``PartitionedDataset`` does; they exist because that one
+cannot be versioned and saves partition by partition (a crash leaves some groups written, and
+``overwrite: true`` deletes the old ones first), where these replace the whole set of groups at once.
 """
 
 from __future__ import annotations

@@ -171,7 +171,7 @@ class MaskSource:
 
     @classmethod
     def from_model(cls, model: Mapping[str, Any], method: str, filters: GenerationSettings) -> MaskSource:
-        """From a trained model as the ``mask_gan_models`` dataset stores it (``architecture``, ``G_ema``,
+        """From a trained model as the ``<group>.mask_gan_model`` datasets store it (``architecture``, ``G_ema``,
         ``downsample``)."""
         generator = build_generator(model["architecture"])
         generator.load_state_dict(model["G_ema"])
@@ -246,7 +246,7 @@ def train_mask_gan(
 def trained_model(
     result: GANTrainingResult, store: CheckpointStore, method: str, downsample: int
 ) -> dict[str, Any]:
-    """A trained mask GAN as the ``mask_gan_models`` dataset stores it (what :meth:`MaskSource.from_model` reads)."""
+    """A trained mask GAN as a ``<group>.mask_gan_model`` dataset stores it (:meth:`MaskSource.from_model` reads it)."""
     return {"architecture": result.architecture, "G_ema": result.generator_ema.state_dict(), "best": result.best,
             "history": result.history, "encoding": method, "downsample": downsample,
             "checkpoints": str(store.directory)}

@@ -35,24 +35,25 @@ def extract_heldout_crops(
     return crops_by_group(images, heldout, **{**crops, "rotations": False})
 
 
-def train_pix2pix_models(training_crops: Mapping[str, dict], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """PIX2PIX-TRAIN for each group (fold or all) on its training crops only.
+def train_group_pix2pix(training_crops: Mapping[str, dict], params: dict[str, Any], *, group: str) -> dict[str, Any]:
+    """PIX2PIX-TRAIN of one group (a fold, a fold's subset or all) on its training crops only.
 
     Checkpoints go to ``image_translation.checkpoint_dir/<group>-<fingerprint>``; a rerun with the same
     settings and data resumes there, and a finished run (e.g. one trained with ``torchrun``) is only loaded.
     """
+    if group not in training_crops:
+        raise ValueError(f"training_crops lacks the group {group!r} (it holds {sorted(training_crops)}): rerun "
+                         "data_prep with this run's training_scope, folds and subsets")
     config = Pix2PixConfig.from_params(params["training"])
     runtime = start_runtime(**params["runtime"], seed=config.seed)
-    models = {}
-    for group in sorted(training_crops):
-        def log(metrics: dict[str, float], epoch: int, group: str = group) -> None:
-            mlflow.log_metrics({f"image_translation.{group}.{k}": v for k, v in metrics.items()}, step=epoch)
 
-        crops = training_crops[group]
-        result, store = train_painter(crops["labels"], crops["images"], config, group=group,
-                                      checkpoint_dir=params["checkpoint_dir"], runtime=runtime, log_metrics=log)
-        models[group] = trained_model(result, store)
-    return models
+    def log(metrics: dict[str, float], epoch: int) -> None:
+        mlflow.log_metrics({f"image_translation.{group}.{k}": v for k, v in metrics.items()}, step=epoch)
+
+    crops = training_crops[group]
+    result, store = train_painter(crops["labels"], crops["images"], config, group=group,
+                                  checkpoint_dir=params["checkpoint_dir"], runtime=runtime, log_metrics=log)
+    return trained_model(result, store)
 
 
 def translate_synthetic_masks(
@@ -102,7 +103,7 @@ def evaluate_translation(
     panels = []
     for group in sorted(models):
         if group not in heldout_crops:
-            raise ValueError(f"heldout_crops lacks group {group!r} of pix2pix_models; rerun image_translation")
+            raise ValueError(f"heldout_crops lacks group {group!r} of the pix2pix models; rerun image_translation")
         heldout = subsample(MaskSet(heldout_crops[group]["labels"], heldout_crops[group]["images"]),
                             params["evaluation"]["max_crops"], params["evaluation"]["seed"])
         pairs = synthetic_pairs.get(group, [])

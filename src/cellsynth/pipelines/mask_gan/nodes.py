@@ -19,30 +19,32 @@ from cellsynth.training import resolve_device, start_runtime
 logger = logging.getLogger(__name__)
 
 
-def train_mask_gans(
-    encoded_flows: Mapping[str, dict], params: dict[str, Any], encoding_params: dict[str, Any], fid: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """TRAIN-GAN for each group (fold or all) on its encoded training crops.
+def train_group_gan(
+    encoded_flows: Mapping[str, dict], params: dict[str, Any], encoding_params: dict[str, Any], fid: dict[str, Any],
+    *, group: str,
+) -> dict[str, Any]:
+    """TRAIN-GAN of one group (a fold, a fold's subset or all) on its encoded training crops.
 
-    Checkpoints go to ``mask_gan.checkpoint_dir/<group>-<fingerprint>``; a rerun with
-    the same settings and data resumes there (and a finished run, e.g. one trained
-    with ``torchrun -m cellsynth.pipelines.torchrun mask_gan``, is only loaded).
-    Snapshot metrics go to MLflow as ``mask_gan.<group>.<metric>`` with the image count as step.
+    Checkpoints go to ``mask_gan.checkpoint_dir/<group>-<fingerprint>``; a rerun with the same settings and
+    data resumes there (and a finished run, e.g. one trained with ``torchrun -m cellsynth.pipelines.torchrun
+    mask_gan``, is only loaded). Snapshot metrics go to MLflow as ``mask_gan.<group>.<metric>`` with the image
+    count as step.
     """
+    if group not in encoded_flows:
+        raise ValueError(f"encoded_flows lacks the group {group!r} (it holds {sorted(encoded_flows)}): rerun "
+                         "data_prep with this run's training_scope, folds and subsets")
     settings = MaskGANSettings.from_params(params)
-    method = encoding_params["method"]
     runtime = start_runtime(**settings.runtime, seed=settings.training.seed)
     features = quality.inception_features(fid["inception_weights"], fid["allow_download"], device=runtime.device)
-    models = {}
-    for group in sorted(encoded_flows):
-        def log(metrics: dict[str, float], step: int, group: str = group) -> None:
-            mlflow.log_metrics({f"mask_gan.{group}.{k}": v for k, v in metrics.items()}, step=step)
 
-        result, store = train_mask_gan(encoded_flows[group]["flows"], settings, group=group, method=method,
-                                       features=features, runtime=runtime, log_metrics=log)
-        logger.info("%s: best snapshot %s", group, result.best)
-        models[group] = trained_model(result, store, method, settings.downsample)
-    return models
+    def log(metrics: dict[str, float], step: int) -> None:
+        mlflow.log_metrics({f"mask_gan.{group}.{k}": v for k, v in metrics.items()}, step=step)
+
+    result, store = train_mask_gan(encoded_flows[group]["flows"], settings, group=group,
+                                   method=encoding_params["method"], features=features, runtime=runtime,
+                                   log_metrics=log)
+    logger.info("%s: best snapshot %s", group, result.best)
+    return trained_model(result, store, encoding_params["method"], settings.downsample)
 
 
 def generate_synthetic_masks(

@@ -62,11 +62,11 @@ def translate_simcep_masks(
 
 
 def compare_structure(
+    pix2pix_models: dict[str, dict[str, Any]],
     training_crops: Mapping[str, dict],
     heldout_crops: Mapping[str, dict],
     synthetic_pairs: Mapping[str, list[AnnotatedImage]],
     simcep_pairs: Mapping[str, list[AnnotatedImage]],
-    pix2pix_models: dict[str, dict[str, Any]],
     params: dict[str, Any],
     fid: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, dict[str, float]], plt.Figure]:

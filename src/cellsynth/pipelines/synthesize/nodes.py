@@ -16,21 +16,15 @@ logger = logging.getLogger(__name__)
 
 
 def write_synthetic_dataset(
-    mask_gan_models: dict[str, dict[str, Any]],
-    pix2pix_models: dict[str, dict[str, Any]],
+    mask_model: dict[str, Any],
+    paint_model: dict[str, Any],
     params: dict[str, Any],
     generation: dict[str, Any],
     runtime: dict[str, Any],
     encoding_params: dict[str, Any],
 ) -> dict[str, Any]:
-    """``synthesize.n`` pairs from the models of the group ``all``, written to a new folder
+    """``synthesize.n`` pairs from the mask GAN and pix2pix of the group ``all``, written to a new folder
     ``synthesize.output_dir/<UTC time>/``; returns its manifest without the per-pair list."""
-    group = "all"
-    for name, models in (("mask_gan", mask_gan_models), ("image_translation", pix2pix_models)):
-        if group not in models:
-            raise ValueError(f"synthesize needs the {name} model of the group 'all' (synthesize.training_scope: all),"
-                             f" found {sorted(models)}")
-    mask_model, paint_model = mask_gan_models[group], pix2pix_models[group]
     masks = MaskSource.from_model(mask_model, encoding_params["method"], GenerationSettings.from_params(generation))
     folder = Path(params["output_dir"]) / datetime.now(timezone.utc).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
     manifest = synthesize_dataset(

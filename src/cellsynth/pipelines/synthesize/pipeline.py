@@ -15,11 +15,11 @@ TRAINING_NODES = ("load_annotated_images", "split_folds", "assign_training_group
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    models = (data_prep().only_nodes(*TRAINING_NODES) + mask_gan().only_nodes("train_mask_gans")
-              + image_translation().only_nodes("train_pix2pix_models"))
+    models = (data_prep().only_nodes(*TRAINING_NODES) + mask_gan(["all"]).only_nodes("mask_gan.all.train")
+              + image_translation(["all"]).only_nodes("image_translation.all.train"))
     writing = pipeline([
         node(nodes.write_synthetic_dataset,
-             ["mask_gan_models", "pix2pix_models", "params:synthesize", "params:mask_gan.generation",
+             ["all.mask_gan_model", "all.pix2pix_model", "params:synthesize", "params:mask_gan.generation",
               "params:mask_gan.runtime", "params:encoding"],
              "synthetic_dataset_manifest", name="write_synthetic_dataset"),
     ])
