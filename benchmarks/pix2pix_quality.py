@@ -8,7 +8,9 @@ The images are split as ``converge_gan.py`` splits them (``--heldout`` of them h
 seed). Training crops (``--res`` pixels, with rotations, as data_prep makes them) train pix2pix
 with the settings of ``conf/base/parameters_image_translation.yml`` changed by ``--set``; the
 held-out crops' masks are translated and their images compared with the real ones: PSNR and SSIM
-pair by pair, and FID/KID of the set. The floor is the same FID of real training crops against the
+pair by pair, FID/KID of the set, and how much nucleus brightness varies against the real images
+(``brightness_spread_ratio``; region codes, with ``--set intensity_codes=true``, are drawn from the
+training crops as at generation). The floor is the same FID of real training crops against the
 held-out ones. ``--out`` gets a grid of masks, real and painted images, and the JSON.
 """
 
@@ -27,8 +29,10 @@ import yaml
 
 from cellsynth import crops, io, phantom, quality
 from cellsynth.figures import panel_grid
+from cellsynth.image_painter import ImagePainter
 from cellsynth.training import CheckpointStore, start_runtime
-from cellsynth.translation import ChannelNormalizer, Pix2PixConfig, train_pix2pix, translate
+from cellsynth.translation import ChannelNormalizer, Pix2PixConfig, train_pix2pix
+from cellsynth.translation.codes import CodeBank
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,11 +88,13 @@ def main() -> None:
     train_s = time.perf_counter() - train_start
 
     normalizer = ChannelNormalizer.from_dict(result.normalizer)
-    painted = translate(result.generator, heldout["labels"], normalizer, result.representation, seed=args.seed)
+    painter = ImagePainter(result.generator, normalizer, result.representation,
+                           None if result.codes is None else CodeBank.from_dict(result.codes))
+    painted = painter.paint(heldout["labels"], seed=args.seed)
     real = normalizer.forward(heldout["images"])
     features = quality.inception_features()
     reference = quality.extract_features(quality.feature_images(real), features, name="held-out images")
-    scores = quality.translation_quality(real, normalizer.forward(painted), features, reference)
+    scores = quality.translation_quality(real, normalizer.forward(painted), features, reference, heldout["labels"])
     floor = quality.image_quality(reference, quality.feature_images(normalizer.forward(training["images"])),
                                   features=features)
     report = {"data": args.data, "resolution": args.res, "training_crops": len(training["labels"]),

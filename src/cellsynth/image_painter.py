@@ -30,32 +30,38 @@ from cellsynth.translation import (
     train_pix2pix,
     translate,
 )
+from cellsynth.translation.codes import CodeBank, sample_code_tables
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ImagePainter:
-    """A trained pix2pix generator with its normaliser and mask representation."""
+    """A trained pix2pix generator with its normaliser, mask representation and, when it was trained with
+    ``intensity_codes``, the training crops' region codes to draw from (:mod:`cellsynth.translation.codes`)."""
 
     generator: UNetGenerator
     normalizer: ChannelNormalizer
     representation: str
+    codes: CodeBank | None = None
 
     @classmethod
     def from_model(cls, model: Mapping[str, Any]) -> ImagePainter:
-        """From a trained model as the ``pix2pix_models`` dataset stores it (``architecture``, ``G``,
-        ``normalizer``, ``representation``)."""
+        """From a trained model as the ``<group>.pix2pix_model`` datasets store it (``architecture``, ``G``,
+        ``normalizer``, ``representation``, ``intensity_codes``)."""
         generator = build_unet_generator(model["architecture"])
         generator.load_state_dict(model["G"])
-        return cls(generator, ChannelNormalizer.from_dict(model["normalizer"]), model["representation"])
+        codes = model.get("intensity_codes")
+        return cls(generator, ChannelNormalizer.from_dict(model["normalizer"]), model["representation"],
+                   None if codes is None else CodeBank.from_dict(codes))
 
     def paint(self, labels: np.ndarray, batch: int = 16, seed: int = 0,
               device: str | torch.device = "cpu") -> np.ndarray:
         """Images ``(N, S, S, C)`` in the training images' dtype for ``(N, S, S)`` instance masks
-        (:func:`cellsynth.translation.translate`)."""
+        (:func:`cellsynth.translation.translate`); region codes, if any, are drawn with ``seed``."""
+        tables = None if self.codes is None else sample_code_tables(labels, self.codes, np.random.default_rng(seed))
         return translate(self.generator, labels, self.normalizer, self.representation, batch=batch, device=device,
-                         seed=seed)
+                         seed=seed, code_tables=tables)
 
 
 def train_painter(
@@ -82,17 +88,19 @@ def train_painter(
     log_metrics
         Called with each epoch's losses and the epoch.
     """
-    fingerprint = run_fingerprint(config, labels, images, ignore=("epochs", "checkpoint_every"))
+    # intensity_codes came later: left out while off, so models trained before it are still found
+    fingerprint = run_fingerprint(config, labels, images, ignore=("epochs", "checkpoint_every")
+                                  + (() if config.intensity_codes else ("intensity_codes",)))
     store = CheckpointStore(Path(checkpoint_dir) / f"{group}-{fingerprint}")
     logger.info("Training pix2pix of %s on %d crops; checkpoints in %s", group, len(labels), store.directory)
     return train_pix2pix(labels, images, config, store, runtime, log_metrics=log_metrics), store
 
 
 def trained_model(result: Pix2PixResult, store: CheckpointStore) -> dict[str, Any]:
-    """A trained pix2pix as the ``pix2pix_models`` dataset stores it (what :meth:`ImagePainter.from_model` reads)."""
+    """A trained pix2pix as a ``<group>.pix2pix_model`` dataset stores it (:meth:`ImagePainter.from_model` reads it)."""
     return {"architecture": result.architecture, "G": result.generator.state_dict(), "normalizer": result.normalizer,
             "representation": result.representation, "history": result.history,
-            "checkpoints": str(store.directory)}
+            "intensity_codes": result.codes, "checkpoints": str(store.directory)}
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,8 @@ def score_painter(
     painted = painter.paint(heldout.labels, batch=batch, seed=seed, device=device)
     generated = painter.normalizer.forward(painted)
     reference = quality.extract_features(quality.feature_images(real), features, name="real images")
-    scores = {f"heldout.{k}": v for k, v in quality.translation_quality(real, generated, features, reference).items()}
+    scores = {f"heldout.{k}": v for k, v in quality.translation_quality(real, generated, features, reference,
+                                                                         heldout.labels).items()}
     if synthetic_images is not None and len(synthetic_images) >= 2 and len(real) >= 2:
         synthetic = painter.normalizer.forward(synthetic_images)
         scores.update({f"{synthetic_name}.{k}": v for k, v in quality.image_quality(
@@ -163,7 +172,7 @@ def paint_groups(
     """
     missing = sorted(set(masks) - set(models))
     if missing:
-        raise ValueError(f"the {source} masks have group(s) {missing} that pix2pix_models lacks {sorted(models)}: "
+        raise ValueError(f"the {source} masks have group(s) {missing} that the pix2pix models lack ({sorted(models)}): "
                          f"rerun the pipelines with the same training_scope, folds and subsets")
     pairs = {}
     for group in sorted(masks):

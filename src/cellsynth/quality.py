@@ -477,8 +477,42 @@ def paired_similarity(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
     return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
 
 
+def object_brightness(labels: np.ndarray, images: np.ndarray) -> dict[str, float]:
+    """How much the brightness of objects varies: the spread of their mean intensities over the whole set
+    and within each image.
+
+    Parameters
+    ----------
+    labels
+        ``(N, H, W)`` instance masks.
+    images
+        ``(N, H, W, C)`` float images paired with them (e.g. normalised to [-1, 1]); the channels are averaged.
+
+    Returns
+    -------
+    dict
+        ``brightness_spread`` (standard deviation of every object's mean intensity) and
+        ``within_image_spread`` (the same within each image holding 2 or more objects, averaged over
+        images; NaN when none does).
+    """
+    if labels.shape != images.shape[:3] or images.ndim != 4:
+        raise ValueError(f"labels (N, H, W) and images (N, H, W, C) must pair up, got {labels.shape}, {images.shape}")
+    every, within = [], []
+    for mask, image in zip(labels, images.mean(-1)):
+        ids = mask.ravel()
+        counts = np.bincount(ids)
+        means = (np.bincount(ids, weights=image.ravel(), minlength=len(counts)) / np.maximum(counts, 1))[1:]
+        means = means[counts[1:] > 0]
+        every.extend(means)
+        if len(means) >= 2:
+            within.append(means.std())
+    return {"brightness_spread": float(np.std(every)) if every else float("nan"),
+            "within_image_spread": float(np.mean(within)) if within else float("nan")}
+
+
 def translation_quality(
-    real: np.ndarray, generated: np.ndarray, features: InceptionFeatures, reference: ImageFeatures | None = None
+    real: np.ndarray, generated: np.ndarray, features: InceptionFeatures, reference: ImageFeatures | None = None,
+    labels: np.ndarray | None = None,
 ) -> dict[str, float]:
     """How close images painted from real masks come to the real images of those masks.
 
@@ -490,14 +524,22 @@ def translation_quality(
         The FID extractor (:func:`inception_features`).
     reference
         :func:`extract_features` of ``feature_images(real)``, when already computed.
+    labels
+        ``(N, H, W)`` the masks, to compare how much object brightness varies (:func:`object_brightness`).
 
     Returns
     -------
     dict
-        :func:`paired_similarity` (``psnr``, ``ssim``) and, for ``N >= 2``, :func:`image_quality`
-        of the generated against the real images (FID/KID).
+        :func:`paired_similarity` (``psnr``, ``ssim``); for ``N >= 2``, :func:`image_quality` of the
+        generated against the real images (FID/KID); with ``labels``, the generated images'
+        :func:`object_brightness` spreads as a share of the real images' (``brightness_spread_ratio``,
+        ``within_image_spread_ratio``: 1 is as varied as real, below 1 too uniform).
     """
     scores = paired_similarity(real, generated)
+    if labels is not None:
+        spread_real, spread_generated = object_brightness(labels, real), object_brightness(labels, generated)
+        scores.update({f"{key}_ratio": spread_generated[key] / spread_real[key] if spread_real[key] > 0
+                       else float("nan") for key in spread_real})
     if len(real) >= 2:
         reference = reference or extract_features(feature_images(real), features, name="real images")
         scores.update(image_quality(reference, feature_images(generated), features=features))

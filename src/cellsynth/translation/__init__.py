@@ -3,7 +3,8 @@
 ``networks`` holds the U-Net generator and the 70x70 PatchGAN discriminator,
 ``normalization`` the per-channel intensity scaling of 8- and 16-bit images,
 ``masks`` the mask representations fed to the generator (``label``, ``flows``,
-``boundary``), ``training`` the training loop (on the shared
+``boundary``), ``codes`` the region intensity codes a generator may also take
+(pix2pixHD's instance-wise features), ``training`` the training loop (on the shared
 :mod:`cellsynth.training` machinery) and :func:`translate`.
 """
 

@@ -17,7 +17,7 @@ and ``torchrun`` with N GPUs, as in :mod:`cellsynth.gan.training`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ from cellsynth.training import (
     resume_from_latest,
 )
 from cellsynth.training.config import config_from_params
+from cellsynth.translation.codes import code_bank, paint_codes, region_code_tables
 from cellsynth.translation.masks import (
     FLIP_SIGN_CHANNELS,
     INTERPOLATION,
@@ -84,6 +85,7 @@ class Pix2PixConfig:
     norm: str = "batch"
     upsample: str = "transposed"  # the paper's; "resize" paints no checkerboard (translation.networks)
     representation: str = "label"  # the paper's choice: the raw labelled mask, ids permuted per sample
+    intensity_codes: bool = False  # also condition on each region's mean intensity (translation.codes)
     checkpoint_every: int = 10
     seed: int = 0
 
@@ -134,6 +136,9 @@ class Pix2PixResult:
         The mask representation the generator takes (:mod:`cellsynth.translation.masks`).
     history
         One dict per epoch: ``epoch``, ``lr``, ``G_gan``, ``G_l1``, ``D_loss`` (means over the epoch).
+    codes
+        :meth:`CodeBank.to_dict` of the training crops' region codes when trained with ``intensity_codes``
+        (:func:`translate` then needs codes for every mask), else ``None``.
     """
 
     generator: UNetGenerator
@@ -141,6 +146,7 @@ class Pix2PixResult:
     architecture: dict[str, Any]
     representation: str
     history: list[dict[str, float]] = field(default_factory=list)
+    codes: dict[str, Any] | None = None
 
 
 def build_unet_generator(architecture: dict[str, Any]) -> UNetGenerator:
@@ -190,13 +196,16 @@ def train_pix2pix(
                          f"({runtime.world_size})")
     normalizer = ChannelNormalizer.fit(images)
     run = _build_run(config, resolution=images.shape[1], channels=images.shape[3], runtime=runtime)
+    targets = normalizer.forward(images).transpose(0, 3, 1, 2).copy()
+    code_tables = region_code_tables(labels, targets) if config.intensity_codes else None
     data = _TrainingData(
         labels=labels,
-        targets=torch.from_numpy(normalizer.forward(images).transpose(0, 3, 1, 2).copy()).to(runtime.device),
+        targets=torch.from_numpy(targets).to(runtime.device),
         # Flow and boundary inputs are deterministic and computed once; label inputs are re-permuted every batch.
         fixed_inputs=(None if config.representation == "label" else
                       torch.from_numpy(masks_to_input(labels, config.representation)).to(runtime.device)),
-        mask_rng=np.random.default_rng(config.seed + runtime.rank))
+        mask_rng=np.random.default_rng(config.seed + runtime.rank),
+        code_tables=code_tables)
     state = resume_from_latest(
         checkpoints, runtime,
         {"G": run.generator, "D": run.discriminator, "G_opt": run.g_opt, "D_opt": run.d_opt, "G_sched": run.g_sched,
@@ -240,7 +249,8 @@ def train_pix2pix(
     result = build_unet_generator(run.architecture)
     result.load_state_dict({k: v.detach().cpu() for k, v in run.generator.state_dict().items()})
     return Pix2PixResult(result.eval().requires_grad_(False), normalizer.to_dict(), run.architecture,
-                         config.representation, history)
+                         config.representation, history,
+                         None if code_tables is None else code_bank(labels, code_tables).to_dict())
 
 
 @dataclass
@@ -260,17 +270,20 @@ class _Run:
 
 @dataclass
 class _TrainingData:
-    """Training pairs on the device: masks (label masks are permuted anew each batch), normalised targets."""
+    """Training pairs on the device: masks (label masks are permuted anew each batch), normalised targets,
+    and each crop's region codes when the generator takes them."""
 
     labels: np.ndarray
     targets: Tensor
     fixed_inputs: Tensor | None
     mask_rng: np.random.Generator
+    code_tables: list[np.ndarray] | None = None
 
 
 def _build_run(config: Pix2PixConfig, *, resolution: int, channels: int, runtime: Runtime) -> _Run:
     architecture = {
-        "in_channels": mask_channels(config.representation), "out_channels": channels,
+        "in_channels": mask_channels(config.representation) + (channels if config.intensity_codes else 0),
+        "out_channels": channels,
         "base_filters": config.g_filters, "depth": config.g_depth, "dropout": config.dropout,
         "resolution": resolution, "norm": config.norm, "upsample": config.upsample,
     }
@@ -302,6 +315,10 @@ def _train_epoch(run: _Run, data: _TrainingData, epoch: int, config: Pix2PixConf
             condition = torch.from_numpy(masks_to_input(data.labels[index.numpy()], "label", data.mask_rng)).to(device)
         else:
             condition = data.fixed_inputs[index.to(device)]
+        if data.code_tables is not None:
+            chosen = index.tolist()
+            codes = paint_codes(data.labels[chosen], [data.code_tables[i] for i in chosen])
+            condition = torch.cat([condition, torch.from_numpy(codes).to(device)], 1)
         condition, real = _augment(condition, data.targets[index.to(device)], config)
         condition = condition.contiguous(memory_format=run.memory_format)
         real = real.contiguous(memory_format=run.memory_format)
@@ -324,6 +341,7 @@ def translate(
     batch: int = 16,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    code_tables: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Images for instance masks, deterministic for a seed.
 
@@ -345,6 +363,9 @@ def translate(
         Where to compute.
     seed
         Seeds the dropout noise and the ``"label"`` id permutation (the global RNG is left untouched).
+    code_tables
+        One region-code table per mask (:mod:`cellsynth.translation.codes`), for a generator trained with
+        ``intensity_codes``; ``None`` for one trained without.
 
     Returns
     -------
@@ -358,13 +379,18 @@ def translate(
     check_resolution(labels.shape[1], "labels size")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    if mask_channels(representation) != generator.in_channels or normalizer.channels != generator.out_channels:
+    code_channels = 0 if code_tables is None else normalizer.channels
+    if (mask_channels(representation) + code_channels != generator.in_channels
+            or normalizer.channels != generator.out_channels):
         raise ValueError(f"the generator maps {generator.in_channels} to {generator.out_channels} channels, but "
-                         f"representation {representation!r} has {mask_channels(representation)} and the "
-                         f"normaliser {normalizer.channels}")
+                         f"representation {representation!r} has {mask_channels(representation)}, the region codes "
+                         f"{code_channels} and the normaliser {normalizer.channels} (a generator trained with "
+                         "intensity_codes needs code tables, one trained without takes none)")
     device = torch.device(device)
     generator = generator.to(device).eval()
     inputs = masks_to_input(labels, representation, np.random.default_rng(seed))
+    if code_tables is not None:
+        inputs = np.concatenate([inputs, paint_codes(labels, code_tables)], 1)
     outputs = []
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)

@@ -1,0 +1,88 @@
+"""Repaint a finished study's synthetic pairs with other pix2pix settings: what the images alone do to
+segmentation, without running the mask GAN again.
+
+    cd <the study's project folder>
+    python benchmarks/repaint_study.py --env workstation --group fold_0-subset_0.25 --set intensity_codes=true --save
+    python benchmarks/retrain_longer.py --env workstation --epochs 60 --experiment subset_0.25_merge ...
+
+Reads the study's crops and GAN masks through its Kedro catalog (so it runs in the study's folder, with its
+``--env`` and ``--params``), trains the pix2pix of each ``--group`` with ``image_translation.training``
+changed by ``--set`` (content-addressed checkpoints: settings trained before are loaded), scores it on the
+group's held-out crops (PSNR, SSIM, FID/KID, spread of nucleus brightness against real) and prints one JSON
+line per group. With ``--save`` it paints the group's GAN masks and its ``realmasks`` control again, as the
+pipeline's nodes do, and writes new versions of ``synthetic_pairs`` and ``realmask_pairs`` in which the other
+groups keep their pairs; ``retrain_longer.py`` then trains on the newest versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="workstation", help="the Kedro environment the study ran with")
+    parser.add_argument("--params", default=None, help="the study's --params, if it had any")
+    parser.add_argument("--group", action="append", required=True, help="a generative group, e.g. fold_0")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an image_translation.training setting (YAML value)")
+    parser.add_argument("--save", action="store_true", help="write the repainted pairs as new versions")
+    args = parser.parse_args()
+    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+    from kedro.framework.cli.utils import _split_params
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from cellsynth import quality
+    from cellsynth.comparison import MaskSet, subsample
+    from cellsynth.image_painter import ImagePainter, score_painter
+    from cellsynth.pipelines.image_translation.nodes import (
+        train_group_pix2pix,
+        translate_synthetic_masks,
+        translate_training_masks,
+    )
+
+    bootstrap_project(Path.cwd())
+    extra = _split_params(None, None, args.params) if args.params else None  # as `kedro run --params` reads them
+    with KedroSession.create(project_path=Path.cwd(), env=args.env, runtime_params=extra) as session:
+        context = session.load_context()
+        catalog, params = context.catalog, dict(context.params["image_translation"])
+        training = dict(params["training"])
+        for item in args.set:
+            key, _, value = item.partition("=")
+            if not _:
+                raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
+            training[key] = yaml.safe_load(value)
+        params["training"] = training
+        crops, heldout, masks = (catalog.load(name) for name in ("training_crops", "heldout_crops",
+                                                                 "synthetic_masks"))
+        unknown = sorted(set(args.group) - set(crops))
+        if unknown:
+            raise SystemExit(f"unknown group(s) {unknown}; the study has {sorted(crops)}")
+        features = quality.inception_features(context.params["fid"]["inception_weights"],
+                                              context.params["fid"]["allow_download"])
+        models = {}
+        for group in args.group:
+            models[group] = train_group_pix2pix(crops, params, group=group)
+            shown = subsample(MaskSet(heldout[group]["labels"], heldout[group]["images"]),
+                              params["evaluation"]["max_crops"], params["evaluation"]["seed"])
+            scores = score_painter(ImagePainter.from_model(models[group]), shown, features,
+                                   batch=params["generation"]["batch"], seed=params["generation"]["seed"]).scores
+            print(json.dumps({"group": group, "set": args.set, "checkpoints": models[group]["checkpoints"],
+                              **{k: round(v, 4) for k, v in scores.items()}}), flush=True)
+        if args.save:
+            chosen = {group: masks[group] for group in args.group}
+            for name, pairs in (("synthetic_pairs", translate_synthetic_masks(models, chosen, params)),
+                                ("realmask_pairs", translate_training_masks(models, crops, chosen, params))):
+                catalog.save(name, {**{group: kept for group, kept in catalog.load(name).items()}, **pairs})
+                print(f"{name}: groups {sorted(pairs)} repainted, new version written", flush=True)
+
+
+if __name__ == "__main__":
+    main()
