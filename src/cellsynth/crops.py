@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -135,6 +135,14 @@ def fold_of_group(group: str) -> int | None:
     """The fold index of a group name (``fold_2`` and ``fold_2-subset_0.5`` -> 2; ``all`` -> None)."""
     match = re.fullmatch(r"fold_(\d+)(?:-subset_[0-9.e-]+)?", group)
     return int(match.group(1)) if match else None
+
+
+def group_data(data: Mapping[str, Any], group: str, name: str) -> Any:
+    """``data[group]`` of a per-group dataset called ``name``, or an error saying which groups it holds."""
+    if group not in data:
+        raise ValueError(f"{name} lacks the group {group!r} (it holds {sorted(data)}): rerun data_prep with this "
+                         "run's training_scope, folds and subsets")
+    return data[group]
 
 
 def group_seed(seed: int, group: str) -> int:

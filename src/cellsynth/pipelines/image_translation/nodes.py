@@ -12,7 +12,7 @@ import numpy as np
 
 from cellsynth import quality
 from cellsynth.comparison import MaskSet, subsample
-from cellsynth.crops import Fold, crops_by_group, group_seed, heldout_groups
+from cellsynth.crops import Fold, crops_by_group, group_data, group_seed, heldout_groups
 from cellsynth.figures import panel_grid
 from cellsynth.image_painter import ImagePainter, paint_groups, score_painter, train_painter, trained_model
 from cellsynth.io import AnnotatedImage
@@ -41,16 +41,13 @@ def train_group_pix2pix(training_crops: Mapping[str, dict], params: dict[str, An
     Checkpoints go to ``image_translation.checkpoint_dir/<group>-<fingerprint>``; a rerun with the same
     settings and data resumes there, and a finished run (e.g. one trained with ``torchrun``) is only loaded.
     """
-    if group not in training_crops:
-        raise ValueError(f"training_crops lacks the group {group!r} (it holds {sorted(training_crops)}): rerun "
-                         "data_prep with this run's training_scope, folds and subsets")
     config = Pix2PixConfig.from_params(params["training"])
     runtime = start_runtime(**params["runtime"], seed=config.seed)
 
     def log(metrics: dict[str, float], epoch: int) -> None:
         mlflow.log_metrics({f"image_translation.{group}.{k}": v for k, v in metrics.items()}, step=epoch)
 
-    crops = training_crops[group]
+    crops = group_data(training_crops, group, "training_crops")
     result, store = train_painter(crops["labels"], crops["images"], config, group=group,
                                   checkpoint_dir=params["checkpoint_dir"], runtime=runtime, log_metrics=log)
     return trained_model(result, store)

@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 
 from cellsynth import encoding, generated_fields, quality
-from cellsynth.crops import group_seed
+from cellsynth.crops import group_data, group_seed
 from cellsynth.figures import sample_grid
 from cellsynth.mask_generator import GenerationSettings, MaskGANSettings, MaskSource, train_mask_gan, trained_model
 from cellsynth.training import resolve_device, start_runtime
@@ -30,9 +30,6 @@ def train_group_gan(
     mask_gan``, is only loaded). Snapshot metrics go to MLflow as ``mask_gan.<group>.<metric>`` with the image
     count as step.
     """
-    if group not in encoded_flows:
-        raise ValueError(f"encoded_flows lacks the group {group!r} (it holds {sorted(encoded_flows)}): rerun "
-                         "data_prep with this run's training_scope, folds and subsets")
     settings = MaskGANSettings.from_params(params)
     runtime = start_runtime(**settings.runtime, seed=settings.training.seed)
     features = quality.inception_features(fid["inception_weights"], fid["allow_download"], device=runtime.device)
@@ -40,7 +37,7 @@ def train_group_gan(
     def log(metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics({f"mask_gan.{group}.{k}": v for k, v in metrics.items()}, step=step)
 
-    result, store = train_mask_gan(encoded_flows[group]["flows"], settings, group=group,
+    result, store = train_mask_gan(group_data(encoded_flows, group, "encoded_flows")["flows"], settings, group=group,
                                    method=encoding_params["method"], features=features, runtime=runtime,
                                    log_metrics=log)
     logger.info("%s: best snapshot %s", group, result.best)
