@@ -67,6 +67,8 @@ def parse_args() -> argparse.Namespace:
                         help="also train on the training images rescaled by this factor (repeatable; held-out "
                              "crops stay at 1): a generator for other magnifications and densities")
     parser.add_argument("--n-eval", type=int, default=128, help="fields generated per snapshot")
+    parser.add_argument("--truncation-psi", type=float, default=None,
+                        help="truncation of the measured fields (default: mask_gan.generation.truncation_psi)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a mask_gan.training setting (YAML value)")
     parser.add_argument("--config", default=str(ROOT / "conf/base/parameters_mask_gan.yml"))
@@ -172,6 +174,8 @@ def main() -> None:
     args = parse_args()
     if args.downsample is None:
         args.downsample = yaml.safe_load(Path(args.config).read_text())["mask_gan"]["downsample"]
+    if args.truncation_psi is None:
+        args.truncation_psi = yaml.safe_load(Path(args.config).read_text())["mask_gan"]["generation"]["truncation_psi"]
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -213,10 +217,10 @@ def main() -> None:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="converge_gan-"))
     store = CheckpointStore(work / f"checkpoints-{gan_run_fingerprint(config, gan_fields, init_from)}")
     if args.rescore:  # the run being rescored may predate a change of settings: take the newest checkpoints
-        folders = sorted(work.glob("checkpoints-*"), key=lambda folder: folder.stat().st_mtime)
-        if not folders:
+        checkpoint_folders = sorted(work.glob("checkpoints-*"), key=lambda folder: folder.stat().st_mtime)
+        if not checkpoint_folders:
             raise SystemExit(f"--rescore: no checkpoints in {work}")
-        store = CheckpointStore(folders[-1])
+        store = CheckpointStore(checkpoint_folders[-1])
     snapshots = work / "snapshots"
     snapshots.mkdir(parents=True, exist_ok=True)
     resumed = store.latest()
@@ -224,7 +228,8 @@ def main() -> None:
     train_start = time.perf_counter()
 
     def evaluate(generator) -> dict[str, float]:
-        small = generate_images(generator, args.n_eval, seed=123, device=runtime.device)
+        small = generate_images(generator, args.n_eval, seed=123, truncation_psi=args.truncation_psi,
+                                device=runtime.device)
         metrics, _, _ = measure(encoding.upscale_fields(small, args.downsample), reference, features,
                                 reference_layout, settings)
         return metrics
@@ -277,6 +282,7 @@ def main() -> None:
     report = {
         "data": folders if len(folders) > 1 else folders[0], "init_from": args.init_from,
         "resolution": args.res, "downsample": args.downsample, "scales": args.scale or [1.0],
+        "truncation_psi": args.truncation_psi,
         "gan_resolution": int(gan_fields.shape[1]), "training_crops": len(train_crops),
         "heldout_crops": len(heldout_crops), "settings": {k: v for k, v in vars(config).items()
                                                             if k not in ("kimg", "snapshot_kimg")},
@@ -322,7 +328,7 @@ def main() -> None:
         plot_curve(history, baselines, fid_key, out / "converge_curve.png", " + ".join(folders))
         generator = build_generator(state["architecture"])
         generator.load_state_dict(torch.load(snapshots / f"G_ema-{round(best['kimg'] * 1000):08d}img.pt"))
-        small = generate_images(generator, 8, seed=123, device=runtime.device)
+        small = generate_images(generator, 8, seed=123, truncation_psi=args.truncation_psi, device=runtime.device)
         fake_fields = encoding.upscale_fields(small, args.downsample)
         fake_labels = encoding.decode_batch(fake_fields)
         figure = panel_grid([("real (held-out)", [("fields", heldout_fields[:8]), ("masks", heldout_crops[:8])]),
