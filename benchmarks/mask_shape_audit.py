@@ -11,6 +11,10 @@ keeps with it (``flow_threshold``), then the filter's verdict (too few objects; 
 with the field). Per step: objects per field, mean eccentricity, median area (px²) and mean solidity. If
 the real crops keep their shapes through the round trip and a generator's components are already off, the
 generator is the cause, not the downsampling, the decoder or the filter.
+
+With ``--augmentations``, also the filter's verdict on real fields (at the GAN's size) after each of ADA's
+transforms alone at p = 1, as the discriminator sees them: a transform that makes real fields fail the
+filter teaches the discriminator to accept inconsistent flows as real.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from skimage.measure import label as connected_components
 from skimage.measure import regionprops
 
 from cellsynth import encoding, generated_fields
+from cellsynth.gan.augment import AugmentPipe
 from cellsynth.gan.pretrained import SHIPPED, load_initial_weights
 from cellsynth.gan.training import build_generator, generate_images
 
@@ -61,6 +66,21 @@ def audit(fields: np.ndarray, settings: dict) -> dict[str, object]:
             "inconsistent": round(float(inconsistent.mean()), 3)}
 
 
+def augmentation_audit(small: np.ndarray, downsample: int, settings: dict, seed: int) -> dict[str, dict]:
+    """The filter's verdict on ``(N, h, w, 3)`` uint8 GAN-size real fields after each geometric transform of
+    ADA's pipeline alone, at p = 1 (``vector_channels`` as the mask GAN sets them)."""
+    images = torch.from_numpy(small).permute(0, 3, 1, 2).float() / 127.5 - 1
+    verdicts = {}
+    for transform in ("none", "xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac"):
+        torch.manual_seed(seed)
+        pipe = AugmentPipe(p=1.0, vector_channels=(1, 2), **({} if transform == "none" else {transform: 1.0}))
+        with torch.no_grad():
+            augmented = ((pipe(images).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        verdict = audit(encoding.upscale_fields(augmented, downsample), settings)
+        verdicts[transform] = {key: verdict[key] for key in ("pass_rate", "too_few_objects", "inconsistent")}
+    return verdicts
+
+
 def load_generator(spec: str, architecture_from: str | None) -> torch.nn.Module:
     """A shipped generator's or an exported file's ``G_ema``; or a bare ``G_ema`` snapshot, with the
     architecture of a checkpoint folder's newest checkpoint."""
@@ -84,20 +104,22 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="fields per source")
     parser.add_argument("--config", default=str(ROOT / "conf/base/parameters_mask_gan.yml"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augmentations", action="store_true", help="also audit ADA's transforms on real fields")
     args = parser.parse_args()
     settings = filter_settings(args.config)
     downsample = yaml.safe_load(Path(args.config).read_text())["mask_gan"]["downsample"]
     train, heldout = split_crops(load_samples(args.data, 0, 0), args.res, 0.25, args.seed, args.data, [1.0])
     sample = train[np.random.default_rng(args.seed).choice(len(train), min(args.n, len(train)), replace=False)]
+    small = encoding.downscale(encoding.encode_batch(sample), downsample)
     report: dict[str, object] = {"data": args.data, "downsample": downsample, "psi": args.psi,
                                  "heldout": object_statistics(heldout),
-                                 "real_round_trip": audit(encoding.upscale_fields(
-                                     encoding.downscale(encoding.encode_batch(sample), downsample), downsample),
-                                     settings)}
+                                 "real_round_trip": audit(encoding.upscale_fields(small, downsample), settings)}
+    if args.augmentations:
+        report["augmented_real"] = augmentation_audit(small, downsample, settings, args.seed)
     for spec in args.generator:
         generator = load_generator(spec, args.architecture_from)
-        small = generate_images(generator, args.n, seed=args.seed + 1, truncation_psi=args.psi)
-        report[spec] = audit(encoding.upscale_fields(small, downsample), settings)
+        generated = generate_images(generator, args.n, seed=args.seed + 1, truncation_psi=args.psi)
+        report[spec] = audit(encoding.upscale_fields(generated, downsample), settings)
     print(json.dumps(report))
 
 

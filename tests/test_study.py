@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import STUDY_TINY, copy_run, run
 from kedro.runner import ParallelRunner
 
@@ -132,10 +133,18 @@ def test_the_dask_runner_on_a_local_cluster_gives_the_sequential_results(
     project = copy_run(tiny_study, tmp_path / "copy", monkeypatch)
     records = project / "data/07_model_output/segmentation_records"
     shutil.rmtree(records / "fold_2")
+    generative = ["mask_gan.fold_2.train", "image_translation.fold_2.train"]
     fold_2 = [f"fold_2.train_{m}_{e}" for m in ("stardist", "cellpose") for e in ("raw", "merge")]
     joining = ["gather_segmentation_results", "write_study_report"]
-    run(project, STUDY_TINY, pipeline="evaluation", nodes=fold_2 + joining, runner=DaskRunner(n_workers=2))
+    run(project, STUDY_TINY, pipeline="__default__", nodes=generative + fold_2 + joining,
+        runner=DaskRunner(n_workers=2))
     assert len(list((records / "fold_2").iterdir())) == 4
+    # the generative trainings ran in workers too: each wrote a new model version, the finished training reloaded
+    for kind, weights in (("mask_gan", "G_ema"), ("pix2pix", "G")):
+        versions = sorted((project / f"data/06_models/{kind}/fold_2.pt").iterdir())
+        assert len(versions) == 2, kind
+        before, after = (torch.load(version / "fold_2.pt", weights_only=False)[weights] for version in versions)
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), kind
     assert _results(project) == _results(tiny_study)
     with sqlite3.connect(project / "mlflow.db") as db:
         (runs,) = db.execute("SELECT COUNT(*) FROM runs").fetchone()
