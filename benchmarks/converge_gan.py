@@ -172,10 +172,11 @@ def split_crops(samples: list[io.AnnotatedImage], res: int, heldout: float, seed
 
 def main() -> None:
     args = parse_args()
+    configured = yaml.safe_load(Path(args.config).read_text())["mask_gan"]
     if args.downsample is None:
-        args.downsample = yaml.safe_load(Path(args.config).read_text())["mask_gan"]["downsample"]
+        args.downsample = configured["downsample"]
     if args.truncation_psi is None:
-        args.truncation_psi = yaml.safe_load(Path(args.config).read_text())["mask_gan"]["generation"]["truncation_psi"]
+        args.truncation_psi = configured["generation"]["truncation_psi"]
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()

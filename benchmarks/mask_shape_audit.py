@@ -57,9 +57,10 @@ def audit(fields: np.ndarray, settings: dict) -> dict[str, object]:
     unchecked = encoding.decode_batch(fields, **{**decode, "flow_threshold": None})
     labels = encoding.decode_batch(fields, **decode)
     errors = generated_fields.consistency_errors(fields, labels)
-    objects = labels.reshape(len(labels), -1).max(axis=1)
-    few, inconsistent = objects < settings["min_objects"], errors > settings["max_consistency_error"]
-    kept = ~few & ~inconsistent
+    kept = generated_fields.mask_filter(fields, labels, min_objects=settings["min_objects"],
+                                        max_consistency_error=settings["max_consistency_error"], errors=errors)
+    few = labels.reshape(len(labels), -1).max(axis=1) < settings["min_objects"]
+    inconsistent = errors > settings["max_consistency_error"]  # the filter's two reasons, for the report
     return {"components": object_statistics(components), "decoded_without_flow_check": object_statistics(unchecked),
             "decoded": object_statistics(labels), "kept": object_statistics(labels[kept]),
             "pass_rate": round(float(kept.mean()), 3), "too_few_objects": round(float(few.mean()), 3),
