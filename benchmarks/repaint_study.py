@@ -1,17 +1,19 @@
-"""Repaint a finished study's synthetic pairs with other pix2pix settings: what the images alone do to
-segmentation, without running the mask GAN again.
+"""Repaint a finished study's synthetic pairs with other pix2pix settings, or with the collage painter: what
+the images alone do to segmentation, without running the mask GAN again.
 
     cd <the study's project folder>
     python benchmarks/repaint_study.py --env workstation --group fold_0-subset_0.25 --set intensity_codes=true --save
+    python benchmarks/repaint_study.py --env workstation --group fold_0-subset_0.25 --painter collage --save
     python benchmarks/retrain_longer.py --env workstation --epochs 60 --experiment subset_0.25_merge ...
 
 Reads the study's crops and GAN masks through its Kedro catalog (so it runs in the study's folder, with its
 ``--env`` and ``--params``), trains the pix2pix of each ``--group`` with ``image_translation.training``
 changed by ``--set`` (content-addressed checkpoints: settings trained before are loaded), scores it on the
 group's held-out crops (PSNR, SSIM, FID/KID, spread of nucleus brightness against real) and prints one JSON
-line per group. With ``--save`` it paints the group's GAN masks and its ``realmasks`` control again, as the
-pipeline's nodes do, and writes new versions of ``synthetic_pairs`` and ``realmask_pairs`` in which the other
-groups keep their pairs; ``retrain_longer.py`` then trains on the newest versions.
+line per group. With ``--save`` it paints the group's GAN masks, its ``realmasks`` control and its SIMCEP
+masks again, as the pipelines' nodes do, and writes new versions of ``synthetic_pairs``, ``realmask_pairs``
+and ``simcep_pairs`` in which the other groups keep their pairs; ``retrain_longer.py`` then trains on the
+newest versions.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def main() -> None:
     parser.add_argument("--group", action="append", required=True, help="a generative group, e.g. fold_0")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an image_translation.training setting (YAML value)")
+    parser.add_argument("--painter", choices=("pix2pix", "collage"), default=None,
+                        help="image_translation.painter (default: the study's)")
     parser.add_argument("--save", action="store_true", help="write the repainted pairs as new versions")
     args = parser.parse_args()
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
@@ -47,6 +51,7 @@ def main() -> None:
         translate_synthetic_masks,
         translate_training_masks,
     )
+    from cellsynth.pipelines.simcep_baseline.nodes import translate_simcep_masks
 
     bootstrap_project(Path.cwd())
     extra = _split_params(None, None, args.params) if args.params else None  # as `kedro run --params` reads them
@@ -60,6 +65,9 @@ def main() -> None:
                 raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
             training[key] = yaml.safe_load(value)
         params["training"] = training
+        if args.painter:
+            params["painter"] = args.painter
+            params.setdefault("collage", {"margin": 6, "candidates": 8})  # studies from before the collage
         crops, heldout, masks = (catalog.load(name) for name in ("training_crops", "heldout_crops",
                                                                  "synthetic_masks"))
         unknown = sorted(set(args.group) - set(crops))
@@ -74,12 +82,16 @@ def main() -> None:
                               params["evaluation"]["max_crops"], params["evaluation"]["seed"])
             scores = score_painter(ImagePainter.from_model(models[group]), shown, features,
                                    batch=params["generation"]["batch"], seed=params["generation"]["seed"]).scores
-            print(json.dumps({"group": group, "set": args.set, "checkpoints": models[group]["checkpoints"],
+            print(json.dumps({"group": group, "painter": params.get("painter", "pix2pix"), "set": args.set,
+                              "checkpoints": models[group].get("checkpoints"),
                               **{k: round(v, 4) for k, v in scores.items()}}), flush=True)
         if args.save:
             chosen = {group: masks[group] for group in args.group}
+            simcep_masks = catalog.load("simcep_masks")
             for name, pairs in (("synthetic_pairs", translate_synthetic_masks(models, chosen, params)),
-                                ("realmask_pairs", translate_training_masks(models, crops, chosen, params))):
+                                ("realmask_pairs", translate_training_masks(models, crops, chosen, params)),
+                                ("simcep_pairs", translate_simcep_masks(
+                                    models, {group: simcep_masks[group] for group in args.group}, params))):
                 catalog.save(name, {**{group: kept for group, kept in catalog.load(name).items()}, **pairs})
                 print(f"{name}: groups {sorted(pairs)} repainted, new version written", flush=True)
 

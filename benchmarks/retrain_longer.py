@@ -9,9 +9,9 @@ synthetic pairs from a training budget too short to converge.
 Reads the study's plan (``training_sets``), its images and synthetic pairs and its parameters through the
 project's Kedro catalog, so it runs in the folder (and with the ``--env``) of the study it extends. Each chosen
 experiment of each fold is trained with every training stage's budget set to ``--epochs`` (fine-tuning
-stages keep theirs) and the environment's other settings, scored on the fold's test images, and printed as one
-JSON line. Models go to ``evaluation.model_dir`` like the study's, named by their digest: a rerun only trains
-what is missing.
+stages keep theirs) and the environment's other settings (``--set`` changes some), scored on the fold's test
+images, and printed as one JSON line. Models go to ``evaluation.model_dir`` like the study's, named by their
+digest: a rerun only trains what is missing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import argparse
 import json
 import os
 from pathlib import Path
+
+import yaml
 
 
 def main() -> None:
@@ -31,6 +33,9 @@ def main() -> None:
     parser.add_argument("--model", default="stardist", choices=("stardist", "cellpose"))
     parser.add_argument("--synthetic-share", type=float, default=None,
                         help="share of the draws that are synthetic in mixed stages (default: the study's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of the model's evaluation.<model>.settings (YAML value), "
+                             "e.g. --set patch_size=[64,64]")
     args = parser.parse_args()
     if args.epochs < 1:
         raise SystemExit(f"--epochs must be >= 1, got {args.epochs}")
@@ -61,7 +66,8 @@ def main() -> None:
                                           {"simcep": catalog.load("simcep_pairs"),
                                            "realmasks": catalog.load("realmask_pairs")})
     share = plan.get("synthetic_share") if args.synthetic_share is None else args.synthetic_share
-    method = evaluation[args.model]
+    method = dict(evaluation[args.model])
+    method["settings"] = {**method["settings"], **dict(_setting(item) for item in args.set)}
     epochs = {**method["epochs"], "train": args.epochs, "subset": args.epochs}
     for experiment in sorted(chosen, key=lambda e: (names.index(e.name), e.fold)):
         record = run_experiment(experiment, segmenters()[args.model], settings=method["settings"], epochs=epochs,
@@ -70,10 +76,17 @@ def main() -> None:
                                 folder=Path(evaluation["model_dir"]) / args.model,
                                 synthetic_share=share)
         print(json.dumps({"model": args.model, "experiment": experiment.name, "fold": experiment.fold,
-                          "epochs": args.epochs, "accuracy": record["accuracy"],
+                          "epochs": args.epochs, "set": args.set, "accuracy": record["accuracy"],
                           "accuracy_by_iou": record["accuracy_by_iou"],
                           "validation_accuracy": record["validation_accuracy"],
                           "synthetic_pairs": record.get("synthetic_pairs"), "synthetic_share": share}), flush=True)
+
+
+def _setting(item: str) -> tuple[str, object]:
+    key, equals, value = item.partition("=")
+    if not equals:
+        raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
+    return key, yaml.safe_load(value)
 
 
 if __name__ == "__main__":

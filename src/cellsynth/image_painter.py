@@ -1,6 +1,6 @@
 """The image painter end to end: pix2pix (:mod:`cellsynth.translation`) trained on one group's crops with
-resume, images painted for any masks, and its images scored against held-out real ones
-(:mod:`cellsynth.quality`).
+resume, or a collage of the crops' real objects (:mod:`cellsynth.collage`), images painted for any masks,
+and its images scored against held-out real ones (:mod:`cellsynth.quality`).
 
 The ``image_translation``, ``simcep_baseline`` and ``synthesize`` pipelines and the torchrun entry point
 call it; it knows nothing of Kedro.
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cellsynth import quality
+from cellsynth.collage import ObjectBank, build_object_bank, paint_collage
 from cellsynth.comparison import MaskSet
 from cellsynth.io import AnnotatedImage
 from cellsynth.training import CheckpointStore, Runtime, run_fingerprint
@@ -46,9 +47,11 @@ class ImagePainter:
     codes: CodeBank | None = None
 
     @classmethod
-    def from_model(cls, model: Mapping[str, Any]) -> ImagePainter:
+    def from_model(cls, model: Mapping[str, Any]) -> ImagePainter | CollagePainter:
         """From a trained model as the ``<group>.pix2pix_model`` datasets store it (``architecture``, ``G``,
-        ``normalizer``, ``representation``, ``intensity_codes``)."""
+        ``normalizer``, ``representation``, ``intensity_codes``; or ``painter: collage`` with its bank)."""
+        if model.get("painter") == "collage":
+            return CollagePainter(ObjectBank.from_dict(model["bank"]), int(model["candidates"]))
         generator = build_unet_generator(model["architecture"])
         generator.load_state_dict(model["G"])
         codes = model.get("intensity_codes")
@@ -62,6 +65,35 @@ class ImagePainter:
         tables = None if self.codes is None else sample_code_tables(labels, self.codes, np.random.default_rng(seed))
         return translate(self.generator, labels, self.normalizer, self.representation, batch=batch, device=device,
                          seed=seed, code_tables=tables)
+
+
+@dataclass(frozen=True)
+class CollagePainter:
+    """Real objects' pixels pasted onto the masks' shapes (:mod:`cellsynth.collage`): nothing to train."""
+
+    bank: ObjectBank
+    candidates: int = 8
+
+    @property
+    def normalizer(self) -> ChannelNormalizer:
+        return self.bank.normalizer
+
+    def paint(self, labels: np.ndarray, batch: int = 16, seed: int = 0,
+              device: str | torch.device = "cpu") -> np.ndarray:
+        """Images ``(N, S, S, C)`` in the training images' dtype for ``(N, S, S)`` instance masks; ``batch``
+        and ``device`` are ignored (it runs on the CPU, mask by mask)."""
+        return paint_collage(self.bank, labels, seed=seed, candidates=self.candidates)
+
+
+def collage_model(labels: np.ndarray, images: np.ndarray, sources: np.ndarray | None = None, *, margin: int = 6,
+                  candidates: int = 8, seed: int = 0) -> dict[str, Any]:
+    """A collage painter of one group's ``(N, S, S)`` masks and ``(N, S, S, C)`` crops cut from the ``(N,)``
+    images ``sources``, as a ``<group>.pix2pix_model`` dataset stores it (:meth:`ImagePainter.from_model`
+    reads it)."""
+    bank = build_object_bank(images, labels, sources=sources, margin=margin, seed=seed)
+    logger.info("Collage painter: %d objects, %d background canvases", len(bank.patches), len(bank.canvases))
+    return {"painter": "collage", "bank": bank.to_dict(), "candidates": candidates,
+            "normalizer": bank.normalizer.to_dict()}
 
 
 def train_painter(
@@ -122,7 +154,7 @@ class PainterScores:
 
 
 def score_painter(
-    painter: ImagePainter,
+    painter: ImagePainter | CollagePainter,
     heldout: MaskSet,
     features: quality.InceptionFeatures,
     synthetic_images: np.ndarray | None = None,

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
         context = session.load_context()  # also points MLflow at the project's tracking store
         params, data = context.params, context.catalog.load(dataset)
         settings = params[args.pipeline]
+        if settings.get("painter", "pix2pix") != "pix2pix":
+            raise SystemExit(f"{args.pipeline}.painter is {settings['painter']!r}: nothing to train with torchrun; "
+                             f"`kedro run --pipeline={args.pipeline}` builds it")
         runtime = start_runtime(**settings["runtime"], seed=settings["training"]["seed"])
         groups = args.group or sorted(data)
         unknown = sorted(set(groups) - set(data))

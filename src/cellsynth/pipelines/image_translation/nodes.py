@@ -14,7 +14,14 @@ from cellsynth import quality
 from cellsynth.comparison import MaskSet, subsample
 from cellsynth.crops import Fold, crops_by_group, group_data, group_seed, heldout_groups
 from cellsynth.figures import panel_grid
-from cellsynth.image_painter import ImagePainter, paint_groups, score_painter, train_painter, trained_model
+from cellsynth.image_painter import (
+    ImagePainter,
+    collage_model,
+    paint_groups,
+    score_painter,
+    train_painter,
+    trained_model,
+)
 from cellsynth.io import AnnotatedImage
 from cellsynth.metrics import with_group_means
 from cellsynth.training import resolve_device, start_runtime
@@ -40,14 +47,21 @@ def train_group_pix2pix(training_crops: Mapping[str, dict], params: dict[str, An
 
     Checkpoints go to ``image_translation.checkpoint_dir/<group>-<fingerprint>``; a rerun with the same
     settings and data resumes there, and a finished run (e.g. one trained with ``torchrun``) is only loaded.
+    With ``image_translation.painter: collage`` nothing is trained: the group's crops become the collage's bank.
     """
+    crops = group_data(training_crops, group, "training_crops")
+    painter = params.get("painter", "pix2pix")
+    if painter == "collage":
+        return collage_model(crops["labels"], crops["images"], crops.get("source"), **params["collage"],
+                             seed=group_seed(params["training"]["seed"], group))
+    if painter != "pix2pix":
+        raise ValueError(f"image_translation.painter must be 'pix2pix' or 'collage', got {painter!r}")
     config = Pix2PixConfig.from_params(params["training"])
     runtime = start_runtime(**params["runtime"], seed=config.seed)
 
     def log(metrics: dict[str, float], epoch: int) -> None:
         mlflow.log_metrics({f"image_translation.{group}.{k}": v for k, v in metrics.items()}, step=epoch)
 
-    crops = group_data(training_crops, group, "training_crops")
     result, store = train_painter(crops["labels"], crops["images"], config, group=group,
                                   checkpoint_dir=params["checkpoint_dir"], runtime=runtime, log_metrics=log)
     return trained_model(result, store)
