@@ -15,6 +15,7 @@ from kedro.runner import SequentialRunner
 
 from cellsynth import encoding
 from cellsynth.gan.pretrained import load_initial_weights
+from cellsynth.mask_scale import median_object_area
 from cellsynth.phantom import demo_dataset
 from cellsynth.pipelines.mask_gan.pipeline import create_pipeline
 
@@ -66,12 +67,13 @@ def test_the_demo_gan_starts_from_the_shipped_generator_and_its_masks_pass_the_f
     assert kept >= 16 / 2
 
 
-def _generate_on_memory_catalog(generation: dict) -> dict:
+def _generate_on_memory_catalog(generation: dict, object_area: float | None = None) -> dict:
     """The ``generate_synthetic_masks`` node alone, on an in-memory catalog (as the Kedro starters test
     their pipelines): the shipped generator as the trained model of group ``all``, conf/base's settings."""
     params = yaml.safe_load((REPO / "conf/base/parameters_mask_gan.yml").read_text())["mask_gan"]
     state = load_initial_weights(params["init_from"])
-    model = {"architecture": state["architecture"], "G_ema": state["G_ema"], "downsample": params["downsample"]}
+    model = {"architecture": state["architecture"], "G_ema": state["G_ema"], "downsample": params["downsample"],
+             "object_area": object_area}
     (image, labels), = demo_dataset(n_images=1, size=64, seed=0)
     catalog = DataCatalog({
         "all.mask_gan_model": MemoryDataset(model),
@@ -91,6 +93,19 @@ def test_generation_node_keeps_what_passes_the_filters_and_counts_it():
     assert summary["generated"] == 16 and summary["kept"] == len(kept) >= 8
     assert all(mask.shape == (64, 64) and mask.max() >= 3 for mask in kept)  # upscaled, min_objects
     assert outputs["mask_gan_generation_metrics"]["all.kept"]["value"] == len(kept)
+
+
+def test_match_scale_zooms_the_kept_masks_to_the_training_crops_object_area():
+    native = median_object_area(_generate_on_memory_catalog({"n": 16})["synthetic_masks"]["all"]["labels"])
+    outputs = _generate_on_memory_catalog({"n": 16, "match_scale": True}, object_area=2.25 * native)
+    summary, synthetic = outputs["mask_gan_generation_summary"]["all"], outputs["synthetic_masks"]["all"]
+    assert summary["scale_factor"] == pytest.approx(1.5, rel=0.01)
+    assert median_object_area(synthetic["labels"]) == pytest.approx(2.25 * native, rel=0.3)
+    assert all(mask.max() >= 3 for mask in synthetic["labels"])  # min_objects holds after the zoom
+    # the stored fields encode the zoomed masks
+    np.testing.assert_array_equal(synthetic["flows"], encoding.encode_batch(synthetic["labels"]))
+    with pytest.raises(ValueError, match="match_scale: false"):
+        _generate_on_memory_catalog({"n": 16, "match_scale": True})  # a model without the crops' object area
 
 
 def test_a_typo_in_the_decode_options_is_named():

@@ -13,9 +13,10 @@ import tifffile
 import yaml
 
 from cellsynth.gan.pretrained import load_initial_weights
-from cellsynth.image_painter import ImagePainter
+from cellsynth.image_painter import ImagePainter, collage_model
 from cellsynth.io import read_dataset
 from cellsynth.mask_generator import GenerationSettings, MaskSource
+from cellsynth.phantom import demo_dataset
 from cellsynth.synthesis import synthesize_dataset
 from cellsynth.translation import ChannelNormalizer, UNetGenerator, mask_channels
 
@@ -58,6 +59,18 @@ def test_stardist_layout_is_read_by_cellsynth_and_as_stardist_globs_it(masks, pa
     assert pair["seed"] >= 3 and pair["consistency_error"] <= masks.filters.max_consistency_error
     assert pair["objects"] == int(tifffile.imread(folder / "masks" / f"{pair['stem']}.tif").max())
     assert len(written["mask_generator"]) == len(written["pix2pix"]) == 12
+
+
+def test_the_collage_painter_paints_the_dataset_from_real_objects(masks, tmp_path):
+    (image, labels), = demo_dataset(n_images=1, size=128, seed=5)
+    crops = [(image[y:y + 64, x:x + 64], labels[y:y + 64, x:x + 64]) for y in (0, 64) for x in (0, 64)]
+    collage = ImagePainter.from_model(collage_model(np.stack([c[1] for c in crops]).astype(np.int32),
+                                                    np.stack([c[0] for c in crops])))
+    manifest = synthesize_dataset(tmp_path / "synthetic", masks, collage, n=3, batch=8, progress=False)
+    samples = read_dataset(tmp_path / "synthetic")
+    assert len(samples) == 3 and all(s.image.shape == (64, 64, 3) and s.image.dtype == np.uint8 for s in samples)
+    assert "pix2pix" not in manifest and manifest["collage"]["objects"] > 0
+    assert manifest["filters"]["match_scale"] is False and manifest["pairs"][0]["scale_factor"] == 1.0
 
 
 def test_one_channel_images_are_written_as_plain_2d_images(masks, tmp_path):

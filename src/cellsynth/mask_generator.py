@@ -30,6 +30,7 @@ from cellsynth.gan.training import (
     generate_images,
     train_gan,
 )
+from cellsynth.mask_scale import median_object_area, rescale_masks
 from cellsynth.quality import InceptionFeatures, extract_features
 from cellsynth.training import CheckpointStore, Runtime
 from cellsynth.training.config import config_from_params
@@ -50,6 +51,10 @@ class GenerationSettings:
     min_objects, max_consistency_error
         The filters: a decoded mask is kept when it holds at least ``min_objects`` objects and its
         re-encoded flows differ from the generated field by at most ``max_consistency_error``.
+    match_scale
+        Zoom the decoded masks so that their median object area is the training crops' (recorded with
+        the trained model; :mod:`cellsynth.mask_scale`): a generator fine-tuned for minutes keeps the
+        object size of its pretraining. The fields are encoded again from the zoomed masks.
     decode
         Options of :func:`cellsynth.encoding.decode_batch` (``niter``, ``flow_threshold``, ...).
     """
@@ -59,6 +64,7 @@ class GenerationSettings:
     truncation_psi: float = 1.0
     min_objects: int = 3
     max_consistency_error: float = 0.4
+    match_scale: bool = False
     decode: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -151,31 +157,36 @@ class GeneratedMasks:
     kept
         ``(N,)`` bool: the masks that pass the filters.
     errors
-        ``(N,)`` float consistency error of each mask.
+        ``(N,)`` float consistency error of each mask (of the field as generated).
+    scale_factor
+        The linear zoom applied to the masks (``match_scale``; 1: none).
     """
 
     fields: np.ndarray
     labels: np.ndarray
     kept: np.ndarray
     errors: np.ndarray
+    scale_factor: float = 1.0
 
 
 @dataclass(frozen=True)
 class MaskSource:
-    """A trained mask generator (``G_ema``) and how its fields become masks."""
+    """A trained mask generator (``G_ema``), how its fields become masks, and the median object area of the
+    crops it was trained on (``object_area``, for ``match_scale``)."""
 
     generator: Generator
     downsample: int = 1
     method: str = "cellpose_flow"
     filters: GenerationSettings = GenerationSettings()
+    object_area: float | None = None
 
     @classmethod
     def from_model(cls, model: Mapping[str, Any], method: str, filters: GenerationSettings) -> MaskSource:
         """From a trained model as the ``<group>.mask_gan_model`` datasets store it (``architecture``, ``G_ema``,
-        ``downsample``)."""
+        ``downsample``, ``object_area``)."""
         generator = build_generator(model["architecture"])
         generator.load_state_dict(model["G_ema"])
-        return cls(generator, int(model.get("downsample", 1)), method, filters)
+        return cls(generator, int(model.get("downsample", 1)), method, filters, model.get("object_area"))
 
     def sample(self, n: int, seed: int, device: str | torch.device = "cpu", progress: bool = False) -> GeneratedMasks:
         """Draw ``n`` fields with latents of ``seed``, decode and filter them."""
@@ -186,7 +197,17 @@ class MaskSource:
         errors = generated_fields.consistency_errors(fields, labels, self.method)
         kept = generated_fields.mask_filter(fields, labels, method=self.method, min_objects=self.filters.min_objects,
                                             max_consistency_error=self.filters.max_consistency_error, errors=errors)
-        return GeneratedMasks(fields, labels, kept, errors)
+        if not self.filters.match_scale or not kept.any():
+            return GeneratedMasks(fields, labels, kept, errors)
+        if self.object_area is None:
+            raise ValueError("mask_gan.generation.match_scale needs the training crops' object area, which this "
+                             "trained model does not record (trained before match_scale existed): train it again "
+                             "or set match_scale: false")
+        factor = float(np.sqrt(self.object_area / median_object_area(labels[kept])))
+        labels = rescale_masks(labels, factor, np.random.default_rng(seed)).astype(np.int32)
+        counts = np.array([len(np.unique(mask)) - 1 for mask in labels])
+        return GeneratedMasks(encoding.as_gan_images(encoding.encode_batch(labels, self.method), self.method), labels,
+                              kept & (counts >= self.filters.min_objects), errors, factor)
 
 
 def train_mask_gan(
@@ -243,10 +264,18 @@ def train_mask_gan(
     return result, store
 
 
+def crops_object_area(encoded: np.ndarray, method: str, n: int = 256) -> float:
+    """Median object area (px, :func:`cellsynth.mask_scale.median_object_area`) of up to ``n`` of the
+    ``(N, H, W, C)`` encoded training crops, decoded (exactly, at full size) from their flows."""
+    sample = encoded[np.random.default_rng(0).permutation(len(encoded))[:n]]
+    return median_object_area(encoding.decode_batch(encoding.as_gan_images(sample, method), method=method))
+
+
 def trained_model(
-    result: GANTrainingResult, store: CheckpointStore, method: str, downsample: int
+    result: GANTrainingResult, store: CheckpointStore, method: str, downsample: int, object_area: float | None = None
 ) -> dict[str, Any]:
-    """A trained mask GAN as a ``<group>.mask_gan_model`` dataset stores it (:meth:`MaskSource.from_model` reads it)."""
+    """A trained mask GAN as a ``<group>.mask_gan_model`` dataset stores it (:meth:`MaskSource.from_model` reads
+    it), with the median object area of its training crops (:func:`crops_object_area`)."""
     return {"architecture": result.architecture, "G_ema": result.generator_ema.state_dict(), "best": result.best,
             "history": result.history, "encoding": method, "downsample": downsample,
-            "checkpoints": str(store.directory)}
+            "object_area": object_area, "checkpoints": str(store.directory)}

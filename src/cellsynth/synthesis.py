@@ -31,7 +31,7 @@ import tifffile
 import torch
 from tqdm.auto import tqdm
 
-from cellsynth.image_painter import ImagePainter
+from cellsynth.image_painter import CollagePainter, ImagePainter
 from cellsynth.io import staged_directory, validate_labels
 from cellsynth.mask_generator import MaskSource
 
@@ -51,7 +51,7 @@ def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
 def synthesize_dataset(
     folder: str | Path,
     masks: MaskSource,
-    painter: ImagePainter,
+    painter: ImagePainter | CollagePainter,
     *,
     n: int,
     batch: int = 64,
@@ -120,7 +120,8 @@ def synthesize_dataset(
                     _write_pair(staging, layout, stem, image, labels[index])
                     pairs.append({"stem": stem, "seed": batch_seed, "index_in_batch": int(index),
                                   "objects": int(labels[index].max()),
-                                  "consistency_error": round(float(errors[index]), 4)})
+                                  "consistency_error": round(float(errors[index]), 4),
+                                  "scale_factor": round(drawn.scale_factor, 4)})
                 bar.update(len(chosen))
             bar.set_postfix(pass_rate=f"{len(pairs) / generated:.2f}")
             k += 1
@@ -130,11 +131,13 @@ def synthesize_dataset(
             "pass_rate": round(len(pairs) / generated, 4),
             "objects_per_pair": round(float(np.mean([p["objects"] for p in pairs])), 3),
             "mask_generator": weights_fingerprint(masks.generator.state_dict()),
-            "pix2pix": weights_fingerprint(painter.generator.state_dict()),
+            **({"pix2pix": weights_fingerprint(painter.generator.state_dict())} if isinstance(painter, ImagePainter)
+               else {"collage": {"objects": len(painter.bank.patches), "canvases": len(painter.bank.canvases),
+                                 "candidates": painter.candidates}}),
             "filters": {"min_objects": masks.filters.min_objects,
                         "max_consistency_error": masks.filters.max_consistency_error,
                         "decode": dict(masks.filters.decode), "truncation_psi": masks.filters.truncation_psi,
-                        "downsample": masks.downsample},
+                        "match_scale": masks.filters.match_scale, "downsample": masks.downsample},
             "image": {"dtype": str(painter.normalizer.dtype), "channels": painter.normalizer.channels},
             "seed": seed, "batch": batch,
             "command": " ".join(sys.argv),

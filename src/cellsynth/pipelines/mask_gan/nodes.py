@@ -13,7 +13,14 @@ import numpy as np
 from cellsynth import encoding, generated_fields, quality
 from cellsynth.crops import group_data, group_seed
 from cellsynth.figures import sample_grid
-from cellsynth.mask_generator import GenerationSettings, MaskGANSettings, MaskSource, train_mask_gan, trained_model
+from cellsynth.mask_generator import (
+    GenerationSettings,
+    MaskGANSettings,
+    MaskSource,
+    crops_object_area,
+    train_mask_gan,
+    trained_model,
+)
 from cellsynth.training import resolve_device, start_runtime
 
 logger = logging.getLogger(__name__)
@@ -37,11 +44,12 @@ def train_group_gan(
     def log(metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics({f"mask_gan.{group}.{k}": v for k, v in metrics.items()}, step=step)
 
-    result, store = train_mask_gan(group_data(encoded_flows, group, "encoded_flows")["flows"], settings, group=group,
-                                   method=encoding_params["method"], features=features, runtime=runtime,
-                                   log_metrics=log)
+    flows = group_data(encoded_flows, group, "encoded_flows")["flows"]
+    result, store = train_mask_gan(flows, settings, group=group, method=encoding_params["method"], features=features,
+                                   runtime=runtime, log_metrics=log)
     logger.info("%s: best snapshot %s", group, result.best)
-    return trained_model(result, store, encoding_params["method"], settings.downsample)
+    return trained_model(result, store, encoding_params["method"], settings.downsample,
+                         crops_object_area(flows, encoding_params["method"]))
 
 
 def generate_synthetic_masks(
@@ -64,7 +72,8 @@ def generate_synthetic_masks(
         fields, labels, kept = drawn.fields, drawn.labels, drawn.kept
         synthetic[group] = {"flows": fields[kept], "labels": labels[kept]}
         summary[group] = {"generated": len(fields), "kept": int(kept.sum()),
-                          "diversity": generated_fields.sample_diversity(fields) if len(fields) > 1 else None}
+                          "diversity": generated_fields.sample_diversity(fields) if len(fields) > 1 else None,
+                          "scale_factor": drawn.scale_factor}
         logger.info("%s: %d of %d generated masks pass the filters", group, kept.sum(), len(fields))
         if not kept.any():
             logger.warning("%s: no generated mask passed the filters (mask_gan.generation.min_objects, "
