@@ -35,13 +35,13 @@ class ObjectBank:
     Attributes
     ----------
     canvases
-        ``(M, S, S, C)`` float32 training crops whose objects are filled in with background.
+        ``(M, S, S, C)`` training crops whose objects are filled in with background, in the images' dtype.
     canvas_levels
         ``(M, 2, C)`` float32 per-channel background and object medians of each canvas's original crop
         (object median NaN where the crop had no object).
     patches
-        Per object clear of its crop's edges, ``(h + 2 margin, w + 2 margin, C)`` float32 pixels around its
-        bounding box.
+        Per object clear of its crop's edges, ``(h + 2 margin, w + 2 margin, C)`` pixels around its bounding
+        box, in the images' dtype.
     sizes
         ``(K, 2)`` int bounding-box height and width of each object.
     patch_levels
@@ -72,8 +72,8 @@ class ObjectBank:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ObjectBank:
-        return cls(np.asarray(data["canvases"], np.float32), np.asarray(data["canvas_levels"], np.float32),
-                   [np.asarray(p, np.float32) for p in data["patches"]], np.asarray(data["sizes"], np.int64),
+        return cls(np.asarray(data["canvases"]), np.asarray(data["canvas_levels"], np.float32),
+                   [np.asarray(p) for p in data["patches"]], np.asarray(data["sizes"], np.int64),
                    np.asarray(data["patch_levels"], np.float32), ChannelNormalizer.from_dict(data["normalizer"]),
                    int(data["margin"]), np.asarray(data["canvas_sources"], np.int64),
                    np.asarray(data["patch_sources"], np.int64))
@@ -152,7 +152,8 @@ def build_object_bank(images: np.ndarray, labels: np.ndarray, *, sources: np.nda
             rows, cols = box
             if rows.start == 0 or cols.start == 0 or rows.stop == mask.shape[0] or cols.stop == mask.shape[1]:
                 continue  # cut by the crop's edge: resized onto a whole object it would look truncated
-            patches.append(padded[rows.start: rows.stop + 2 * margin, cols.start: cols.stop + 2 * margin].copy())
+            patches.append(padded[rows.start: rows.stop + 2 * margin, cols.start: cols.stop + 2 * margin]
+                           .astype(images.dtype))
             sizes.append((rows.stop - rows.start, cols.stop - cols.start))
             patch_levels.append(levels)
             patch_sources.append(image_id)
@@ -162,7 +163,10 @@ def build_object_bank(images: np.ndarray, labels: np.ndarray, *, sources: np.nda
     if not canvases:
         raise ValueError(f"every one of the {len(labels)} training crops is more than {1 - _MIN_BACKGROUND:.0%} "
                          f"objects: no background to paint on")
-    return ObjectBank(np.stack(canvases), np.stack(canvas_levels), patches, np.asarray(sizes, np.int64),
+    # stored in the images' dtype: a bank of thousands of crops is a quarter of its float32 size
+    info = np.iinfo(images.dtype)
+    canvases = np.rint(np.clip(np.stack(canvases), info.min, info.max)).astype(images.dtype)
+    return ObjectBank(canvases, np.stack(canvas_levels), patches, np.asarray(sizes, np.int64),
                       np.stack(patch_levels), ChannelNormalizer.fit(images), margin,
                       np.asarray(canvas_sources, np.int64), np.asarray(patch_sources, np.int64))
 
@@ -207,7 +211,7 @@ def paint_collage(bank: ObjectBank, labels: np.ndarray, *, seed: int = 0, candid
     painted = np.empty((*labels.shape, bank.canvases.shape[-1]), np.float32)
     for n, mask in enumerate(labels):
         which = rng.integers(len(bank.canvases))
-        canvas, levels = bank.canvases[which].copy(), bank.canvas_levels[which]
+        canvas, levels = bank.canvases[which].astype(np.float32), bank.canvas_levels[which]
         pool = np.flatnonzero(bank.patch_sources == bank.canvas_sources[which])
         pool = pool if len(pool) >= candidates else np.arange(len(bank.patches))
         log_sizes = np.log(bank.sizes[pool])
@@ -225,7 +229,8 @@ def paint_collage(bank: ObjectBank, labels: np.ndarray, *, seed: int = 0, candid
             best = np.argpartition(distances, min(candidates, len(distances)) - 1)[:candidates]
             pick = int(rng.choice(best))
             k = pool[pick % len(pool)]
-            patch = bank.patches[k] if pick < len(pool) else bank.patches[k].transpose(1, 0, 2)
+            patch = bank.patches[k].astype(np.float32)
+            patch = patch if pick < len(pool) else patch.transpose(1, 0, 2)
             patch = patch[:: rng.choice([-1, 1]), :: rng.choice([-1, 1])]
             pixels = resize(patch, (height + 2 * m, width + 2 * m, patch.shape[-1]), order=1, mode="edge",
                             anti_aliasing=False, preserve_range=True).astype(np.float32)
