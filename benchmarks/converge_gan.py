@@ -46,6 +46,7 @@ from cellsynth.gan.training import (
     train_gan,
 )
 from cellsynth.training import CheckpointStore, start_runtime
+from cellsynth.training.config import parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT_KEYS = layout.SCALAR_STATISTICS[1:] + ("ripley_l",)  # cells_per_crop is reported on its own
@@ -97,11 +98,7 @@ def load_samples(data: str, n_demo: int, demo_seed: int) -> list[io.AnnotatedIma
 
 def training_config(path: str, overrides: list[str], kimg: float, snapshot_kimg: float, seed: int) -> GANConfig:
     params = yaml.safe_load(Path(path).read_text())["mask_gan"]["training"]
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if not _:
-            raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
-        params[key] = yaml.safe_load(value)
+    params.update(parse_overrides(overrides))
     params.update(kimg=kimg, snapshot_kimg=snapshot_kimg, seed=seed)
     return GANConfig.from_params(params)
 

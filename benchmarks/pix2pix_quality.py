@@ -31,6 +31,7 @@ from cellsynth import crops, io, phantom, quality
 from cellsynth.figures import panel_grid
 from cellsynth.image_painter import ImagePainter
 from cellsynth.training import CheckpointStore, start_runtime
+from cellsynth.training.config import parse_overrides
 from cellsynth.translation import ChannelNormalizer, Pix2PixConfig, train_pix2pix
 from cellsynth.translation.codes import CodeBank
 
@@ -71,11 +72,7 @@ def main() -> None:
         training = {k: v[keep] for k, v in training.items() if isinstance(v, np.ndarray)}
 
     params = yaml.safe_load(Path(args.config).read_text())["image_translation"]["training"]
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if not _:
-            raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
-        params[key] = yaml.safe_load(value)
+    params.update(parse_overrides(args.set))
     if args.epochs is not None:
         params.update(epochs=args.epochs, decay_epochs=min(params["decay_epochs"], args.epochs))
     config = Pix2PixConfig.from_params(params)

@@ -23,8 +23,6 @@ import json
 import os
 from pathlib import Path
 
-import yaml
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,22 +50,17 @@ def main() -> None:
         translate_training_masks,
     )
     from cellsynth.pipelines.simcep_baseline.nodes import translate_simcep_masks
+    from cellsynth.training.config import parse_overrides
 
     bootstrap_project(Path.cwd())
     extra = _split_params(None, None, args.params) if args.params else None  # as `kedro run --params` reads them
     with KedroSession.create(project_path=Path.cwd(), env=args.env, runtime_params=extra) as session:
         context = session.load_context()
         catalog, params = context.catalog, dict(context.params["image_translation"])
-        training = dict(params["training"])
-        for item in args.set:
-            key, _, value = item.partition("=")
-            if not _:
-                raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
-            training[key] = yaml.safe_load(value)
-        params["training"] = training
+        params["training"] = {**params["training"], **parse_overrides(args.set)}
         if args.painter:
             params["painter"] = args.painter
-            params.setdefault("collage", {"margin": 6, "candidates": 8})  # studies from before the collage
+            params.setdefault("collage", {})  # studies from before the collage: its defaults
         crops, heldout, masks = (catalog.load(name) for name in ("training_crops", "heldout_crops",
                                                                  "synthetic_masks"))
         unknown = sorted(set(args.group) - set(crops))

@@ -21,8 +21,6 @@ import json
 import os
 from pathlib import Path
 
-import yaml
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,6 +44,7 @@ def main() -> None:
     from kedro.framework.startup import bootstrap_project
 
     from cellsynth.study import Experiment, run_experiment, segmenters, synthetic_sources
+    from cellsynth.training.config import parse_overrides
 
     bootstrap_project(Path.cwd())
     extra = _split_params(None, None, args.params) if args.params else None  # as `kedro run --params` reads them
@@ -67,7 +66,7 @@ def main() -> None:
                                            "realmasks": catalog.load("realmask_pairs")})
     share = plan.get("synthetic_share") if args.synthetic_share is None else args.synthetic_share
     method = dict(evaluation[args.model])
-    method["settings"] = {**method["settings"], **dict(_setting(item) for item in args.set)}
+    method["settings"] = {**method["settings"], **parse_overrides(args.set)}
     epochs = {**method["epochs"], "train": args.epochs, "subset": args.epochs}
     for experiment in sorted(chosen, key=lambda e: (names.index(e.name), e.fold)):
         record = run_experiment(experiment, segmenters()[args.model], settings=method["settings"], epochs=epochs,
@@ -80,13 +79,6 @@ def main() -> None:
                           "accuracy_by_iou": record["accuracy_by_iou"],
                           "validation_accuracy": record["validation_accuracy"],
                           "synthetic_pairs": record.get("synthetic_pairs"), "synthetic_share": share}), flush=True)
-
-
-def _setting(item: str) -> tuple[str, object]:
-    key, equals, value = item.partition("=")
-    if not equals:
-        raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
-    return key, yaml.safe_load(value)
 
 
 if __name__ == "__main__":

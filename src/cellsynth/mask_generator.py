@@ -205,7 +205,7 @@ class MaskSource:
                              "or set match_scale: false")
         factor = float(np.sqrt(self.object_area / median_object_area(labels[kept])))
         labels = rescale_masks(labels, factor, np.random.default_rng(seed)).astype(np.int32)
-        counts = np.array([len(np.unique(mask)) - 1 for mask in labels])
+        counts = labels.reshape(len(labels), -1).max(axis=1)  # rescale_masks numbers each mask's objects 1..n
         return GeneratedMasks(encoding.as_gan_images(encoding.encode_batch(labels, self.method), self.method), labels,
                               kept & (counts >= self.filters.min_objects), errors, factor)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Iterable
 from typing import Any, TypeVar
+
+import yaml
 
 T = TypeVar("T")
 
@@ -42,6 +45,18 @@ def config_from_params(cls: type[T], params: dict[str, Any], section: str, *, st
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Command-line overrides ``KEY=VALUE`` (the benchmarks' ``--set``) as a dict, each value read as YAML
+    (``--set "patch_size=[64, 64]"`` gives a list)."""
+    overrides = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
 
 
 def check_known_settings(cls: type, params: dict[str, Any], section: str) -> None:
