@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from skimage.draw import ellipse
 
-from cellsynth.collage import build_object_bank, paint_collage
+from cellsynth.collage import build_object_bank, paint_collage, shape_warp
 from cellsynth.datasets import TorchDataset
 from cellsynth.image_painter import CollagePainter, ImagePainter, collage_model
 from cellsynth.pipelines.image_translation.nodes import train_group_pix2pix
@@ -51,6 +51,40 @@ def test_collage_paints_bright_objects_exactly_where_the_masks_have_them():
             assert image[ndimage.binary_erosion(mask == label)].mean() > 60
     np.testing.assert_array_equal(paint_collage(bank, targets, seed=3), painted)  # seeded
     assert not np.array_equal(paint_collage(bank, targets, seed=4), painted)
+
+
+def test_collage_outlines_follow_the_mask_whatever_shape_the_real_object_had():
+    # the bank holds round nuclei only; the masks ask for long diagonal ones, whose boxes are square:
+    # pixels resized into the box would paint a disc there, half outside the mask
+    size = 48
+    images = np.full((3, size, size, 1), 20, np.uint8)
+    labels = np.zeros((3, size, size), np.int32)
+    for i, (r, c) in enumerate([(24, 24), (20, 26), (26, 22)]):
+        rr, cc = ellipse(r, c, 8, 8, (size, size))
+        labels[i, rr, cc], images[i, rr, cc] = 1, 180
+    bank = build_object_bank(images, labels)
+    targets = np.zeros((2, size, size), np.int32)
+    for i, rotation in enumerate([np.pi / 4, -np.pi / 4]):
+        rr, cc = ellipse(24, 24, 4, 14, (size, size), rotation=rotation)
+        targets[i, rr, cc] = 1
+
+    painted = paint_collage(bank, targets, seed=0)[..., 0]
+    for image, mask in zip(painted, targets):
+        bright = image > 100
+        iou = (bright & (mask > 0)).sum() / (bright | (mask > 0)).sum()
+        assert iou > 0.85, iou
+
+
+def test_shape_warp_maps_outline_onto_outline_and_rejects_empty_masks():
+    source = np.zeros((30, 30), bool)
+    source[ellipse(15, 15, 10, 10)] = True
+    target = np.zeros((20, 40), bool)
+    target[ellipse(10, 20, 5, 15)] = True
+    rows, cols = shape_warp(source, target)
+    sampled = ndimage.map_coordinates(source.astype(float), [rows, cols], order=1) > 0.5
+    assert (sampled == target).mean() > 0.97
+    with pytest.raises(ValueError, match="holding an object"):
+        shape_warp(source, np.zeros((5, 5), bool))
 
 
 def test_collage_takes_a_crops_objects_from_the_image_its_background_came_from():
