@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--params", default=None, help="the study's --params, if it had any")
     parser.add_argument("--epochs", type=int, required=True, help="epochs of every train and subset stage")
     parser.add_argument("--experiment", action="append", help="experiment names to retrain (default: raw)")
+    parser.add_argument("--fold", type=int, action="append", help="folds to retrain (default: every fold)")
     parser.add_argument("--model", default="stardist", choices=("stardist", "cellpose"))
     parser.add_argument("--synthetic-share", type=float, default=None,
                         help="share of the draws that are synthetic in mixed stages (default: the study's)")
@@ -54,7 +55,8 @@ def main() -> None:
         plan = catalog.load("training_sets")
         real = {sample.name: sample for sample in catalog.load("annotated_images")}
         names = args.experiment or ["raw"]
-        chosen = [Experiment.from_dict(e) for e in plan["experiments"] if e["name"] in names]
+        chosen = [Experiment.from_dict(e) for e in plan["experiments"]
+                  if e["name"] in names and (args.fold is None or e["fold"] in args.fold)]
         missing = sorted(set(names) - {e.name for e in chosen})
         if missing:
             raise SystemExit(f"the study's plan has no experiment {missing}; it has "
