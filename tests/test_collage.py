@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from skimage.draw import ellipse
 
-from cellsynth.collage import build_object_bank, paint_collage, shape_warp
+from cellsynth.collage import ObjectBank, build_object_bank, paint_collage, shape_warp
 from cellsynth.datasets import TorchDataset
 from cellsynth.image_painter import CollagePainter, ImagePainter, collage_model
 from cellsynth.pipelines.image_translation.nodes import train_group_pix2pix
@@ -135,6 +135,9 @@ def test_collage_rejects_bad_input_naming_the_problem():
         paint_collage(bank, labels.astype(np.float32))
     with pytest.raises(ValueError, match="candidates"):
         paint_collage(bank, labels, candidates=0)
+    stored_before_outlines = {k: v for k, v in bank.to_dict().items() if k != "patch_masks"}
+    with pytest.raises(ValueError, match="build it again"):
+        ObjectBank.from_dict(stored_before_outlines)
 
 
 def test_collage_painter_is_stored_like_a_pix2pix_model_and_paints_after_loading(tmp_path: Path):

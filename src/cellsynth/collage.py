@@ -77,6 +77,9 @@ class ObjectBank:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ObjectBank:
+        if "patch_masks" not in data:
+            raise ValueError("this collage painter was stored before painters kept their objects' outlines: "
+                             "build it again (kedro run --pipeline=image_translation)")
         return cls(np.asarray(data["canvases"]), np.asarray(data["canvas_levels"], np.float32),
                    [np.asarray(p) for p in data["patches"]], [np.asarray(m, bool) for m in data["patch_masks"]],
                    np.asarray(data["sizes"], np.int64),
