@@ -85,3 +85,16 @@ def test_object_brightness_spread_over_the_set_and_within_images():
     assert spread["within_image_spread"] == pytest.approx(0.2)  # only the first image holds two objects
     with pytest.raises(ValueError, match="pair up"):
         quality.object_brightness(labels[:1], images)
+
+
+def test_mask_agreement_is_one_where_images_show_their_masks_and_falls_with_shifted_outlines():
+    labels = np.zeros((2, 32, 32), np.int32)
+    labels[:, 8:20, 10:24] = 1
+    bright = np.where(labels[..., None] > 0, 0.8, -0.8)
+    assert quality.mask_agreement(labels, bright) == pytest.approx(1.0)
+    assert quality.mask_agreement(labels, -bright) == pytest.approx(1.0)  # dark nuclei on a bright background
+    shifted = np.roll(bright, 4, axis=2)
+    assert quality.mask_agreement(labels, shifted) == pytest.approx(10 * 12 / (18 * 12))
+    assert np.isnan(quality.mask_agreement(np.zeros_like(labels), bright))  # nothing to agree on
+    with pytest.raises(ValueError, match="pair up"):
+        quality.mask_agreement(labels[:1], bright)

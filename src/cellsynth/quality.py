@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from skimage.filters import threshold_otsu
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import (
@@ -510,6 +511,39 @@ def object_brightness(labels: np.ndarray, images: np.ndarray) -> dict[str, float
             "within_image_spread": float(np.mean(within)) if within else float("nan")}
 
 
+def mask_agreement(labels: np.ndarray, images: np.ndarray) -> float:
+    """How closely images show their masks' objects: the IoU of each image's Otsu foreground with its mask's
+    foreground, averaged over the images that hold an object and some background.
+
+    A painter whose objects keep another outline than their mask's (or come out too dim to tell from the
+    background) scores lower than the real images of the same masks do.
+
+    Parameters
+    ----------
+    labels
+        ``(N, H, W)`` instance masks.
+    images
+        ``(N, H, W, C)`` float images paired with them; the channels are averaged. Objects darker than the
+        background (stained tissue in brightfield) count as foreground as well as bright ones.
+
+    Returns
+    -------
+    float
+        Mean IoU in [0, 1]; NaN when no image holds both objects and background.
+    """
+    if labels.shape != images.shape[:3] or images.ndim != 4:
+        raise ValueError(f"labels (N, H, W) and images (N, H, W, C) must pair up, got {labels.shape}, {images.shape}")
+    scores = []
+    for mask, image in zip(labels > 0, images.mean(-1)):
+        if not mask.any() or mask.all() or image.min() == image.max():
+            continue
+        foreground = image > threshold_otsu(image)
+        if image[mask].mean() < image[~mask].mean():  # dark objects on a bright background
+            foreground = ~foreground
+        scores.append((foreground & mask).sum() / (foreground | mask).sum())
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def translation_quality(
     real: np.ndarray, generated: np.ndarray, features: InceptionFeatures, reference: ImageFeatures | None = None,
     labels: np.ndarray | None = None,
@@ -533,13 +567,18 @@ def translation_quality(
         :func:`paired_similarity` (``psnr``, ``ssim``); for ``N >= 2``, :func:`image_quality` of the
         generated against the real images (FID/KID); with ``labels``, the generated images'
         :func:`object_brightness` spreads as a share of the real images' (``brightness_spread_ratio``,
-        ``within_image_spread_ratio``: 1 is as varied as real, below 1 too uniform).
+        ``within_image_spread_ratio``: 1 is as varied as real, below 1 too uniform), and their
+        :func:`mask_agreement` as a share of the real images' (``mask_agreement_ratio``: 1 follows the masks
+        as closely as real images do).
     """
     scores = paired_similarity(real, generated)
     if labels is not None:
         spread_real, spread_generated = object_brightness(labels, real), object_brightness(labels, generated)
         scores.update({f"{key}_ratio": spread_generated[key] / spread_real[key] if spread_real[key] > 0
                        else float("nan") for key in spread_real})
+        agreement_real = mask_agreement(labels, real)
+        scores["mask_agreement_ratio"] = (mask_agreement(labels, generated) / agreement_real if agreement_real > 0
+                                          else float("nan"))
     if len(real) >= 2:
         reference = reference or extract_features(feature_images(real), features, name="real images")
         scores.update(image_quality(reference, feature_images(generated), features=features))
