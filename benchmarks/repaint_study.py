@@ -11,9 +11,8 @@ Reads the study's crops and GAN masks through its Kedro catalog (so it runs in t
 changed by ``--set`` (content-addressed checkpoints: settings trained before are loaded), scores it on the
 group's held-out crops (PSNR, SSIM, FID/KID, spread of nucleus brightness against real) and prints one JSON
 line per group. With ``--save`` it paints the group's GAN masks, its ``realmasks`` control and its SIMCEP
-masks again, as the pipelines' nodes do, and writes new versions of ``synthetic_pairs``, ``realmask_pairs``
-and ``simcep_pairs`` in which the other groups keep their pairs; ``retrain_longer.py`` then trains on the
-newest versions.
+masks again, as the pipelines' nodes do, and writes new versions of the group's ``synthetic_pairs``,
+``realmask_pairs`` and ``simcep_pairs``; ``retrain_longer.py`` then trains on the newest versions.
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ def main() -> None:
     from cellsynth import quality
     from cellsynth.comparison import MaskSet, subsample
     from cellsynth.image_painter import ImagePainter, score_painter
+    from cellsynth.pipelines.fanout import group_namespace
     from cellsynth.pipelines.image_translation.nodes import (
         train_group_pix2pix,
         translate_synthetic_masks,
@@ -61,33 +61,33 @@ def main() -> None:
         if args.painter:
             params["painter"] = args.painter
             params.setdefault("collage", {})  # studies from before the collage: its defaults
-        crops, heldout, masks = (catalog.load(name) for name in ("training_crops", "heldout_crops",
-                                                                 "synthetic_masks"))
+        crops, heldout = catalog.load("training_crops"), catalog.load("heldout_crops")
         unknown = sorted(set(args.group) - set(crops))
         if unknown:
             raise SystemExit(f"unknown group(s) {unknown}; the study has {sorted(crops)}")
         features = quality.inception_features(context.params["fid"]["inception_weights"],
                                               context.params["fid"]["allow_download"])
-        models = {}
         for group in args.group:
-            models[group] = train_group_pix2pix(crops, params, group=group)
+            model = train_group_pix2pix(crops, params, group=group)
             shown = subsample(MaskSet(heldout[group]["labels"], heldout[group]["images"]),
                               params["evaluation"]["max_crops"], params["evaluation"]["seed"])
-            scores = score_painter(ImagePainter.from_model(models[group]), shown, features,
+            scores = score_painter(ImagePainter.from_model(model), shown, features,
                                    batch=params["generation"]["batch"], seed=params["generation"]["seed"]).scores
             print(json.dumps({"group": group, "painter": params.get("painter", "pix2pix"), "set": args.set,
-                              "checkpoints": models[group].get("checkpoints"),
+                              "checkpoints": model.get("checkpoints"),
                               **{k: round(v, 4) for k, v in scores.items()}}), flush=True)
-        if args.save:
-            chosen = {group: masks[group] for group in args.group}
-            simcep_masks = catalog.load("simcep_masks")
-            for name, pairs in (("synthetic_pairs", translate_synthetic_masks(models, chosen, params)),
-                                ("realmask_pairs", translate_training_masks(models, crops, chosen, params)),
-                                ("simcep_pairs", translate_simcep_masks(
-                                    models, {group: simcep_masks[group] for group in args.group}, params))):
-                catalog.save(name, {**{group: kept for group, kept in catalog.load(name).items()}, **pairs})
-                print(f"{name}: groups {sorted(pairs)} repainted, new version written", flush=True)
-
+            if not args.save:
+                continue
+            namespace = group_namespace(group)
+            masks = catalog.load(f"{namespace}.synthetic_masks")
+            for name, pairs in (
+                ("synthetic_pairs", translate_synthetic_masks(model, masks, params, group=group)),
+                ("realmask_pairs", translate_training_masks(model, crops, masks, params, group=group)),
+                ("simcep_pairs", translate_simcep_masks(model, catalog.load(f"{namespace}.simcep_masks"), params,
+                                                        group=group)),
+            ):
+                catalog.save(f"{namespace}.{name}", pairs)
+            print(f"{group}: synthetic, realmask and simcep pairs repainted, new versions written", flush=True)
 
 if __name__ == "__main__":
     main()

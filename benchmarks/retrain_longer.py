@@ -44,7 +44,8 @@ def main() -> None:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    from cellsynth.study import Experiment, run_experiment, segmenters, synthetic_sources
+    from cellsynth.pipelines.fanout import source_dataset
+    from cellsynth.study import Experiment, run_experiment, segmenters
     from cellsynth.training.config import parse_overrides
 
     bootstrap_project(Path.cwd())
@@ -61,11 +62,7 @@ def main() -> None:
         if missing:
             raise SystemExit(f"the study's plan has no experiment {missing}; it has "
                              f"{sorted({e['name'] for e in plan['experiments']})}")
-        synthetic = {}
-        if any(stage.synthetic for e in chosen for stage in e.stages):
-            synthetic = synthetic_sources(catalog.load("synthetic_pairs"),
-                                          {"simcep": catalog.load("simcep_pairs"),
-                                           "realmasks": catalog.load("realmask_pairs")})
+        synthetic = {source: catalog.load(source_dataset(source)) for e in chosen for source in e.synthetic_groups}
     share = plan.get("synthetic_share") if args.synthetic_share is None else args.synthetic_share
     method = dict(evaluation[args.model])
     method["settings"] = {**method["settings"], **parse_overrides(args.set)}

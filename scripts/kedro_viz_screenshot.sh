@@ -14,6 +14,6 @@ sed -i 's#<head>#<head><script>localStorage.setItem("KedroViz", JSON.stringify({
 python -m http.server 8765 --directory "$SITE/site" > /dev/null 2>&1 &
 SERVER=$!
 sleep 1
-chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,1000 \
+chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=2400,1100 \
   --virtual-time-budget=15000 --screenshot="$OUT" http://localhost:8765/
 echo "kedro-viz screenshot written to $OUT"

@@ -37,12 +37,12 @@ def test_image_translation_trains_per_fold_translates_measures_and_resumes(
     assert models["fold_0"]["normalizer"]["dtype"] == "uint8" and models["fold_0"]["representation"] == "label"
 
     # synthetic pairs: a real dataset per fold, one image for every kept GAN mask, same masks
-    (pairs_version,) = list((project / "data/07_model_output/synthetic_pairs").iterdir())
-    (masks_version,) = list((project / "data/07_model_output/synthetic_masks").iterdir())
     for i in range(3):
-        with np.load(masks_version / "synthetic_masks" / f"fold_{i}.npz") as synthetic:
+        (masks_version,) = list((project / f"data/07_model_output/synthetic_masks/fold_{i}.npz").iterdir())
+        with np.load(masks_version / f"fold_{i}.npz") as synthetic:
             labels = synthetic["labels"]
-        pairs = read_dataset(pairs_version / "synthetic_pairs" / f"fold_{i}")
+        (pairs_version,) = list((project / f"data/07_model_output/synthetic_pairs/fold_{i}").iterdir())
+        pairs = read_dataset(pairs_version / f"fold_{i}")
         assert len(pairs) == len(labels) == 8
         assert all(p.image.shape == (32, 32, 3) and p.image.dtype == np.uint8 for p in pairs)
         for pair, mask in zip(pairs, labels):
@@ -61,7 +61,7 @@ def test_image_translation_trains_per_fold_translates_measures_and_resumes(
     # asking for more epochs continues the finished runs instead of starting over
     project = copy_run(tiny_study, tmp_path / "resumed", monkeypatch)
     run(project, {**STUDY_TINY, "image_translation.training.epochs": 3}, pipeline="image_translation",
-        nodes=["image_translation.fold_0.train"])
+        nodes=["fold_0.train_painter"])
     latest = max((project / "data/06_models/pix2pix/fold_0.pt").iterdir())
     model = torch.load(latest / "fold_0.pt", weights_only=False)
     assert [h["epoch"] for h in model["history"]] == [1.0, 2.0, 3.0]

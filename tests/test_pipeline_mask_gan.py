@@ -30,8 +30,8 @@ def test_mask_gan_trains_generates_logs_and_resumes(project: Path):
     model = torch.load(version / "all.pt", weights_only=False)
     assert model["encoding"] == "cellpose_flow"
     assert [h["kimg"] for h in model["history"]] == [0.016, 0.032]
-    (version,) = list((project / "data/07_model_output/synthetic_masks").iterdir())
-    with np.load(version / "synthetic_masks" / "all.npz") as synthetic:
+    (version,) = list((project / "data/07_model_output/synthetic_masks/all.npz").iterdir())
+    with np.load(version / "all.npz") as synthetic:
         assert synthetic["flows"].shape == (8, 32, 32, 3) and synthetic["labels"].shape == (8, 32, 32)
     assert (project / "data/08_reporting/mask_gan_sample_grid.png").stat().st_size > 1000
     with sqlite3.connect(project / "mlflow.db") as db:
@@ -43,7 +43,7 @@ def test_mask_gan_trains_generates_logs_and_resumes(project: Path):
 
     # a longer run with the same settings and data continues from the last checkpoint
     (checkpoints,) = list((project / "data/06_models/mask_gan_checkpoints").iterdir())
-    run(project, {**GAN_TINY, "mask_gan.training.kimg": 0.048}, pipeline="mask_gan", nodes=["mask_gan.all.train"])
+    run(project, {**GAN_TINY, "mask_gan.training.kimg": 0.048}, pipeline="mask_gan", nodes=["all.train_mask_gan"])
     latest = torch.load(sorted(checkpoints.glob("checkpoint-*.pt"))[-1], weights_only=False)
     assert [h["kimg"] for h in latest["history"]] == [0.016, 0.032, 0.048]
 
@@ -59,8 +59,8 @@ def test_the_demo_gan_starts_from_the_shipped_generator_and_its_masks_pass_the_f
     (version,) = list((project / "data/06_models/mask_gan/all.pt").iterdir())
     model = torch.load(version / "all.pt", weights_only=False)
     assert model["downsample"] == 2 and model["architecture"]["img_resolution"] == 32
-    (version,) = list((project / "data/07_model_output/synthetic_masks").iterdir())
-    with np.load(version / "synthetic_masks" / "all.npz") as synthetic:
+    (version,) = list((project / "data/07_model_output/synthetic_masks/all.npz").iterdir())
+    with np.load(version / "all.npz") as synthetic:
         kept = len(synthetic["labels"])
         assert synthetic["labels"].shape[1:] == (64, 64) and synthetic["flows"].shape[1:] == (64, 64, 3)
         assert all(mask.max() >= 3 for mask in synthetic["labels"])  # generation.min_objects
@@ -68,7 +68,7 @@ def test_the_demo_gan_starts_from_the_shipped_generator_and_its_masks_pass_the_f
 
 
 def _generate_on_memory_catalog(generation: dict, object_area: float | None = None) -> dict:
-    """The ``generate_synthetic_masks`` node alone, on an in-memory catalog (as the Kedro starters test
+    """The ``all.generate_masks`` node and the summary, on an in-memory catalog (as the Kedro starters test
     their pipelines): the shipped generator as the trained model of group ``all``, conf/base's settings."""
     params = yaml.safe_load((REPO / "conf/base/parameters_mask_gan.yml").read_text())["mask_gan"]
     state = load_initial_weights(params["init_from"])
@@ -82,23 +82,24 @@ def _generate_on_memory_catalog(generation: dict, object_area: float | None = No
         "params:mask_gan.runtime": MemoryDataset({**params["runtime"], "device": "cpu"}),
         "params:encoding": MemoryDataset({"method": "cellpose_flow"}),
     })
-    SequentialRunner().run(create_pipeline(["all"]).only_nodes("generate_synthetic_masks"), catalog)
-    return {name: catalog.load(name) for name in ("synthetic_masks", "mask_gan_generation_metrics",
+    for name in ("all.generate_masks", "summarise_generation"):  # one at a time: a runner releases intermediates
+        SequentialRunner().run(create_pipeline(["all"]).only_nodes(name), catalog)
+    return {name: catalog.load(name) for name in ("all.synthetic_masks", "mask_gan_generation_metrics",
                                                    "mask_gan_generation_summary")}
 
 
 def test_generation_node_keeps_what_passes_the_filters_and_counts_it():
     outputs = _generate_on_memory_catalog({"n": 16})
-    summary, kept = outputs["mask_gan_generation_summary"]["all"], outputs["synthetic_masks"]["all"]["labels"]
+    summary, kept = outputs["mask_gan_generation_summary"]["all"], outputs["all.synthetic_masks"]["labels"]
     assert summary["generated"] == 16 and summary["kept"] == len(kept) >= 8
     assert all(mask.shape == (64, 64) and mask.max() >= 3 for mask in kept)  # upscaled, min_objects
     assert outputs["mask_gan_generation_metrics"]["all.kept"]["value"] == len(kept)
 
 
 def test_match_scale_zooms_the_kept_masks_to_the_training_crops_object_area():
-    native = median_object_area(_generate_on_memory_catalog({"n": 16})["synthetic_masks"]["all"]["labels"])
+    native = median_object_area(_generate_on_memory_catalog({"n": 16})["all.synthetic_masks"]["labels"])
     outputs = _generate_on_memory_catalog({"n": 16, "match_scale": True}, object_area=2.25 * native)
-    summary, synthetic = outputs["mask_gan_generation_summary"]["all"], outputs["synthetic_masks"]["all"]
+    summary, synthetic = outputs["mask_gan_generation_summary"]["all"], outputs["all.synthetic_masks"]
     assert summary["scale_factor"] == pytest.approx(1.5, rel=0.01)
     assert median_object_area(synthetic["labels"]) == pytest.approx(2.25 * native, rel=0.3)
     assert all(mask.max() >= 3 for mask in synthetic["labels"])  # min_objects holds after the zoom

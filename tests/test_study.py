@@ -33,14 +33,14 @@ def test_default_run_executes_the_whole_study_without_leakage(tiny_study: Path, 
     assert groups == ["fold_0", "fold_1", "fold_2"]
 
     # generative models: trained on their fold's (subset of) training images only, measured on validation
-    (simcep_version,) = list((project / "data/06_models/simcep_parameters.json").iterdir())
-    simcep = json.loads((simcep_version / "simcep_parameters.json").read_text())
     for group in groups:
+        (simcep_version,) = list((project / f"data/06_models/simcep/{group}.json").iterdir())
+        simcep = json.loads((simcep_version / f"{group}.json").read_text())
         fold = folds[fold_of_group(group)]
         with np.load(project / f"data/03_primary/training_crops/{group}.npz") as crops:
             sources, n_crops = set(crops["source"]), len(crops["labels"])
         assert sources <= set(fold["train"]) and not sources & (set(fold["val"]) | set(fold["test"]))
-        assert simcep[group]["fitted_on"] == n_crops  # SIMCEP saw these crops and nothing else
+        assert simcep["fitted_on"] == n_crops  # SIMCEP saw these crops and nothing else
         with np.load(project / f"data/03_primary/heldout_crops/{group}.npz") as heldout:
             assert set(heldout["source"]) == set(fold["val"])
 
@@ -107,11 +107,16 @@ def test_one_fold_runs_alone_and_the_parallel_runner_gives_the_sequential_result
     untouched = {p: p.stat().st_mtime_ns for p in records.rglob("*.json")}
     models = set((project / "data/06_models/segmentation").rglob("stage*"))
 
-    run(project, STUDY_TINY, pipeline="evaluation", namespaces=["fold_1"])  # kedro run --namespaces=fold_1
+    run(project, STUDY_TINY, pipeline="__default__", namespaces=["fold_1"])  # kedro run --namespaces=fold_1
     assert sorted(p.name for p in (records / "fold_1").iterdir()) == [
         "cellpose_merge.json", "cellpose_raw.json", "stardist_merge.json", "stardist_raw.json"]
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched  # the other folds did not run
     assert set((project / "data/06_models/segmentation").rglob("stage*")) == models  # trained models reused
+    # fold 1's whole chain ran again (finished trainings reloaded from their checkpoints), and only fold 1's
+    for dataset in ("06_models/mask_gan", "06_models/pix2pix", "07_model_output/synthetic_pairs",
+                    "07_model_output/simcep_pairs"):
+        versions = {p.name.split(".")[0]: len(list(p.iterdir())) for p in (project / "data" / dataset).iterdir()}
+        assert versions == {"fold_0": 1, "fold_1": 2, "fold_2": 1}, dataset
 
     # fold 1's trainings, the gathering and the report in worker processes (the other folds' records are read)
     fold_1 = [f"fold_1.train_{m}_{e}" for m in ("stardist", "cellpose") for e in ("raw", "merge")]
@@ -133,7 +138,7 @@ def test_the_dask_runner_on_a_local_cluster_gives_the_sequential_results(
     project = copy_run(tiny_study, tmp_path / "copy", monkeypatch)
     records = project / "data/07_model_output/segmentation_records"
     shutil.rmtree(records / "fold_2")
-    generative = ["mask_gan.fold_2.train", "image_translation.fold_2.train"]
+    generative = ["fold_2.train_mask_gan", "fold_2.train_painter"]
     fold_2 = [f"fold_2.train_{m}_{e}" for m in ("stardist", "cellpose") for e in ("raw", "merge")]
     joining = ["gather_segmentation_results", "write_study_report"]
     run(project, STUDY_TINY, pipeline="__default__", nodes=generative + fold_2 + joining,

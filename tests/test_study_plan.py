@@ -22,7 +22,6 @@ from cellsynth.study import (
     plan_experiments,
     run_experiment,
     segmenters,
-    synthetic_sources,
 )
 
 
@@ -58,8 +57,8 @@ def test_controls_train_on_the_subset_with_simcep_or_their_own_masks_painted():
     control = first[3]
     assert control.stages[0].real == first[2].stages[0].real  # the same real images as merge
     assert control.synthetic_groups == (control_source("simcep", "fold_0-subset_0.25"),)
-    sources = synthetic_sources({"fold_0": ["gan"]}, {"simcep": {"fold_0": ["sim"]}, "realmasks": {}})
-    assert sources == {"fold_0": ["gan"], "simcep:fold_0": ["sim"]}
+    assert [e.synthetic_groups for e in first[2:]] == [("fold_0-subset_0.25",), ("simcep:fold_0-subset_0.25",),
+                                                       ("realmasks:fold_0-subset_0.25",)]
     with pytest.raises(ValueError, match="augmentation.controls"):
         plan_experiments(folds, ["raw"], controls=["mixup"])
     with pytest.raises(ValueError, match="subsets.fractions"):

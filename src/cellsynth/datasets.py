@@ -3,10 +3,12 @@ folders, arrays per cross-validation group, bundles of arrays and trained
 models. All write atomically, so an interrupted run never leaves a
 half-written entry behind, and all support ``versioned: true``.
 
-The per-group datasets (:class:`NpzGroupsDataset`, :class:`AnnotatedImageGroupsDataset`) load lazily,
-one partition per group, as kedro-datasets' ``PartitionedDataset`` does; they exist because that one
-cannot be versioned and saves partition by partition (a crash leaves some groups written, and
-``overwrite: true`` deletes the old ones first), where these replace the whole set of groups at once.
+What one generative group (``fold_0``, ``fold_0.subset_0p25``, ``all``) makes is one entry per group, from a
+dataset factory (``"{group}.synthetic_pairs"``), written by that group's own node. :class:`NpzGroupsDataset`
+holds what ``data_prep`` makes for every group in one node (crops, encoded flows), loaded lazily, one
+partition per group, as kedro-datasets' ``PartitionedDataset`` does; it exists because that one cannot be
+versioned and saves partition by partition (a crash leaves some groups written, and ``overwrite: true``
+deletes the old ones first), where this one replaces the whole set of groups at once.
 """
 
 from __future__ import annotations
@@ -30,33 +32,49 @@ from cellsynth.tracking import run_to_log_to
 
 
 class AnnotatedImageFolderDataset(AbstractVersionedDataset[list[AnnotatedImage], list[AnnotatedImage]]):
-    """A folder with ``images/`` and ``masks/`` paired by stem (see :mod:`cellsynth.io`).
+    """A folder with ``images/`` and ``masks/`` paired by stem (see :mod:`cellsynth.io`), so that it can be
+    taken out of the project and used as is.
 
-    Loads ``list[AnnotatedImage]`` sorted by name; saving replaces the folder atomically.
+    Loads ``list[AnnotatedImage]`` sorted by name; saving replaces the folder atomically. With
+    ``allow_empty: true`` an empty list is saved as empty ``images/`` and ``masks/`` folders (a generator
+    whose masks all failed the filters) and loads as ``[]``; otherwise an empty folder is an error.
 
     Example ``catalog.yml`` entry::
 
-        synthetic_pairs:
+        "{group}.synthetic_pairs":
           type: cellsynth.datasets.AnnotatedImageFolderDataset
-          path: data/07_model_output/synthetic_pairs
+          path: data/07_model_output/synthetic_pairs/{group}
+          allow_empty: true
           versioned: true
     """
 
-    def __init__(self, path: str, version: Version | None = None, metadata: dict[str, Any] | None = None):
+    def __init__(self, path: str, allow_empty: bool = False, version: Version | None = None,
+                 metadata: dict[str, Any] | None = None):
         super().__init__(PurePosixPath(path), version)
+        self._allow_empty = bool(allow_empty)
         self.metadata = metadata
 
     def load(self) -> list[AnnotatedImage]:
-        return read_dataset(Path(self._get_load_path()))
+        folder = Path(self._get_load_path())
+        parts = [folder / "images", folder / "masks"]
+        if self._allow_empty and all(p.is_dir() and not any(p.iterdir()) for p in parts):
+            return []
+        return read_dataset(folder)
 
     def save(self, data: list[AnnotatedImage]) -> None:
-        write_dataset(Path(self._get_save_path()), data)
+        folder = Path(self._get_save_path())
+        if data or not self._allow_empty:
+            write_dataset(folder, data)
+            return
+        with staged_directory(folder) as staging:
+            (staging / "images").mkdir()
+            (staging / "masks").mkdir()
 
     def _exists(self) -> bool:
         return Path(self._get_load_path(), "images").is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._filepath), "version": self._version}
+        return {"path": str(self._filepath), "allow_empty": self._allow_empty, "version": self._version}
 
 
 class LazyGroups(Mapping[str, Any]):
@@ -107,45 +125,24 @@ class NpzGroupsDataset(AbstractVersionedDataset[Mapping[str, dict[str, np.ndarra
         return {"path": str(self._filepath), "version": self._version}
 
 
-class AnnotatedImageGroupsDataset(AbstractVersionedDataset[Mapping[str, list[AnnotatedImage]], LazyGroups]):
-    """Annotated image sets per group: a folder ``<group>/`` each, laid out like a real dataset
-    (``images/`` and ``masks/`` paired by stem), so it can be taken out of the project and used as is.
+class NpzDataset(AbstractVersionedDataset[dict[str, np.ndarray], dict[str, np.ndarray]]):
+    """Named arrays in one compressed ``.npz`` file (one group's generated masks, say), written atomically."""
 
-    Saves ``{group: list[AnnotatedImage]}`` (a group may be empty), replacing the whole folder
-    atomically; loads a lazy :class:`LazyGroups` mapping ``group -> list[AnnotatedImage]``.
-    """
-
-    def __init__(self, path: str, version: Version | None = None, metadata: dict[str, Any] | None = None):
-        super().__init__(PurePosixPath(path), version)
+    def __init__(self, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None):
+        super().__init__(PurePosixPath(filepath), version)
         self.metadata = metadata
 
-    def load(self) -> LazyGroups:
-        folder = Path(self._get_load_path())
-        return LazyGroups({p.name: p for p in folder.iterdir() if p.is_dir()}, _read_group)
+    def load(self) -> dict[str, np.ndarray]:
+        return _read_npz(Path(self._get_load_path()))
 
-    def save(self, data: Mapping[str, list[AnnotatedImage]]) -> None:
-        _save_groups(Path(self._get_save_path()), data, _write_group, f"AnnotatedImageGroupsDataset {self._filepath}")
+    def save(self, data: dict[str, np.ndarray]) -> None:
+        write_atomically(Path(self._get_save_path()), lambda stream: np.savez_compressed(stream, **data))
 
     def _exists(self) -> bool:
-        return Path(self._get_load_path()).is_dir()
+        return Path(self._get_load_path()).is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._filepath), "version": self._version}
-
-
-def _write_group(staging: Path, group: str, samples: list[AnnotatedImage]) -> None:
-    if samples:
-        write_dataset(staging / group, samples)
-    else:
-        (staging / group / "images").mkdir(parents=True)
-        (staging / group / "masks").mkdir()
-
-
-def _read_group(folder: Path) -> list[AnnotatedImage]:
-    parts = [folder / "images", folder / "masks"]
-    if all(p.is_dir() and not any(p.iterdir()) for p in parts):
-        return []  # a group the generator produced nothing for
-    return read_dataset(folder)
+        return {"filepath": str(self._filepath), "version": self._version}
 
 
 def _save_groups(folder: Path, data: Mapping[str, Any], write: Callable[[Path, str, Any], object], name: str) -> None:

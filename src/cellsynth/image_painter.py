@@ -189,32 +189,25 @@ def score_painter(
     return PainterScores(scores, painted)
 
 
-def paint_groups(
-    models: Mapping[str, Mapping[str, Any]],
-    masks: Mapping[str, Mapping[str, np.ndarray]],
+def paint_masks(
+    model: Mapping[str, Any],
+    labels: np.ndarray,
     *,
     source: str,
+    group: str,
     batch: int = 16,
     seed: int = 0,
     device: str | torch.device = "cpu",
-) -> dict[str, list[AnnotatedImage]]:
-    """Images for the ``labels`` of every group of ``masks`` by that group's pix2pix.
+) -> list[AnnotatedImage]:
+    """Images for ``(N, H, W)`` instance masks ``labels`` by one group's painter (a trained model as the
+    ``<group>.pix2pix_model`` datasets store it).
 
-    Returns ``{group: [AnnotatedImage("<source>_0000", image, labels), ...]}``, written like a real dataset.
+    Returns ``[AnnotatedImage("<source>_0000", image, labels), ...]``, written like a real dataset.
     """
-    missing = sorted(set(masks) - set(models))
-    if missing:
-        raise ValueError(f"the {source} masks have group(s) {missing} that the pix2pix models lack ({sorted(models)}): "
-                         f"rerun the pipelines with the same training_scope, folds and subsets")
-    pairs = {}
-    for group in sorted(masks):
-        labels = masks[group]["labels"]
-        if len(labels) == 0:
-            logger.warning("%s: there is no %s mask to paint", group, source)
-            pairs[group] = []
-            continue
-        images = ImagePainter.from_model(models[group]).paint(labels, batch=batch, seed=seed, device=device)
-        pairs[group] = [AnnotatedImage(f"{source}_{i:04d}", image, mask)
-                        for i, (image, mask) in enumerate(zip(images, labels))]
-        logger.info("%s: %d %s image/mask pairs", group, len(pairs[group]), source)
+    if len(labels) == 0:
+        logger.warning("%s: there is no %s mask to paint", group, source)
+        return []
+    images = ImagePainter.from_model(model).paint(labels, batch=batch, seed=seed, device=device)
+    pairs = [AnnotatedImage(f"{source}_{i:04d}", image, mask) for i, (image, mask) in enumerate(zip(images, labels))]
+    logger.info("%s: %d %s image/mask pairs", group, len(pairs), source)
     return pairs

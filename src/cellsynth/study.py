@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -88,35 +88,6 @@ class Experiment:
         return tuple(s.synthetic for s in self.stages if s.synthetic is not None)
 
 
-def synthetic_sources(
-    gan_pairs: Mapping[str, Sequence[AnnotatedImage]], controls: Mapping[str, Mapping[str, Sequence[AnnotatedImage]]]
-) -> Mapping[str, Sequence[AnnotatedImage]]:
-    """Every synthetic training set by the name a :class:`Stage` gives it: the GAN's pairs by group,
-    each control's (``{control: {group: pairs}}``) by :func:`control_source`. A view: a set is read from
-    its mapping (a lazily loaded catalog dataset) only when asked for, so a node that trains on one
-    group does not load them all."""
-    return _SyntheticSources(gan_pairs, controls)
-
-
-class _SyntheticSources(Mapping[str, Sequence[AnnotatedImage]]):
-    def __init__(self, gan_pairs: Mapping[str, Sequence[AnnotatedImage]],
-                 controls: Mapping[str, Mapping[str, Sequence[AnnotatedImage]]]) -> None:
-        self._by_name: dict[str, tuple[Mapping[str, Sequence[AnnotatedImage]], str]] = {
-            group: (gan_pairs, group) for group in gan_pairs}
-        for control, by_group in controls.items():
-            self._by_name.update({control_source(control, group): (by_group, group) for group in by_group})
-
-    def __getitem__(self, name: str) -> Sequence[AnnotatedImage]:
-        mapping, group = self._by_name[name]
-        return mapping[group]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._by_name)
-
-    def __len__(self) -> int:
-        return len(self._by_name)
-
-
 def experiment_names(
     experiments: Sequence[str], subset_fractions: Sequence[float] = (), controls: Sequence[str] = ()
 ) -> list[str]:
@@ -169,25 +140,44 @@ def plan_experiments(
     names = experiment_names(experiments, subset_fractions, controls)
     plan = []
     for i, fold in enumerate(folds):
-        group = f"fold_{i}"
-        stages: dict[str, tuple[Stage, ...]] = {
-            "raw": (Stage(fold.train, None, "train"),),
-            "merge": (Stage(fold.train, group, "train"),),
-            "pretrain": (Stage((), group, "train"), Stage(fold.train, None, "finetune")),
-        }
+        subsets = {}
         for fraction in subset_fractions:
             subset_name = subset_group(i, fraction)
             if groups is None or subset_name not in groups:
                 raise ValueError(f"the training groups lack {subset_name}: rerun data_prep with the same "
                                  "subsets.fractions")
-            subset = tuple(groups[subset_name])
-            sources = [("raw", None), ("merge", subset_name)]
-            sources += [(f"merge_{c}", control_source(c, subset_name)) for c in CONTROLS]
-            for suffix, synthetic in sources:
-                stages[f"subset_{fraction:g}_{suffix}"] = (Stage(subset, synthetic, "subset"),)
-        plan += [Experiment(i, name, stages[name], fold.val, fold.test) for name in names]
+            subsets[f"subset_{fraction:g}"] = tuple(groups[subset_name])
+        for name in names:
+            source = experiment_source(i, name)
+            if name == "pretrain":
+                stages = (Stage((), source, "train"), Stage(fold.train, None, "finetune"))
+            elif name.startswith("subset_"):
+                stages = (Stage(subsets["_".join(name.split("_")[:2])], source, "subset"),)
+            else:
+                stages = (Stage(fold.train, source, "train"),)
+            plan.append(Experiment(i, name, stages, fold.val, fold.test))
     check_plan(plan, folds)
     return plan
+
+
+def experiment_source(fold: int, name: str) -> str | None:
+    """The synthetic pairs an experiment of fold ``fold`` trains on, by its name (:func:`experiment_names`):
+    ``None`` for ``raw`` and ``subset_<f>_raw``, the fold's group for ``merge`` and ``pretrain``, the subset's
+    for ``subset_<f>_merge`` and a control's (:func:`control_source`) for ``subset_<f>_merge_<control>``."""
+    if name in ("raw", "merge", "pretrain"):
+        return None if name == "raw" else f"fold_{fold}"
+    prefix, _, rest = name.partition("_")
+    fraction, _, kind = rest.partition("_")
+    if prefix == "subset" and fraction:
+        group = subset_group(fold, float(fraction))
+        if kind == "raw":
+            return None
+        if kind == "merge":
+            return group
+        control = kind.removeprefix("merge_")
+        if kind.startswith("merge_") and control in CONTROLS:
+            return control_source(control, group)
+    raise ValueError(f"unknown experiment {name!r}: see cellsynth.study.experiment_names")
 
 
 def check_plan(plan: Sequence[Experiment], folds: Sequence[Fold]) -> None:

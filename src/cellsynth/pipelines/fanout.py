@@ -1,11 +1,12 @@
 """The study's shape when Kedro builds its pipelines: how many folds, which groups, experiments and models.
 
-Every training is a node of its own, so that a parallel or distributed runner runs trainings side by side
-and ``kedro run --namespaces=...`` runs one group of them: the mask GAN and the pix2pix of each generative
-group (a fold, a fold's subset, or ``all``) in the namespaces ``mask_gan.<group>`` and
-``image_translation.<group>`` (``mask_gan.fold_0``, ``mask_gan.fold_0.subset_0p25``), and each (fold,
-experiment, model) of the segmentation study in its fold's namespace (``fold_0``, ``fold_1``, ...). How many
-such nodes there are depends on the parameters, but Kedro builds pipelines without them
+Each fold's chain is a modular pipeline of its own, in the namespace ``fold_<k>``: the mask GAN, painter and
+SIMCEP nodes of each generative group (the fold's, and its subsets' under ``fold_<k>.subset_<f>``), its
+training plan and one segmentation training node per (experiment, model). So ``kedro run --namespaces=fold_1``
+runs fold 1 alone, and a parallel or distributed runner runs the folds side by side. What spans the folds
+(data_prep, the gathering nodes, the report) stays outside the namespaces and joins them.
+
+How many such nodes there are depends on the parameters, but Kedro builds pipelines without them
 (``register_pipelines()`` takes no argument). So :class:`StudyShapeHooks` reads the run's parameters
 (environment and ``--params`` included) as soon as the session's context exists, before the runner asks
 for a pipeline, and has the pipelines rebuilt when the shape changed. Where no session runs (``kedro
@@ -16,7 +17,7 @@ registry list``), the shape comes from the configuration on disk: ``conf/base`` 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial, update_wrapper
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 from kedro.config import OmegaConfigLoader
 from kedro.framework.hooks import hook_impl
 from kedro.framework.project import pipelines, settings
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Node, Pipeline, pipeline
 
 from cellsynth.crops import group_names
 from cellsynth.study import experiment_names
@@ -78,38 +79,48 @@ def group_datasets(name: str, groups: Sequence[str]) -> list[str]:
     return [f"{group_namespace(group)}.{name}" for group in groups]
 
 
-def group_trainings(function: Callable[..., Any], inputs: Sequence[str], output: str, pipeline_name: str,
-                    groups: Sequence[str]) -> Pipeline:
-    """One node ``train`` per group calling ``function(*inputs, group=group)``, in the namespace
-    ``<pipeline_name>.<group namespace>`` (``mask_gan.fold_1``: ``kedro run --namespaces=mask_gan.fold_1``
-    trains that group alone), writing the group's ``<group namespace>.<output>`` (:func:`group_datasets`).
+def source_dataset(source: str) -> str:
+    """The catalog entry of a synthetic source (:func:`cellsynth.study.experiment_source`): a group's GAN pairs
+    (``fold_0`` -> ``fold_0.synthetic_pairs``) or a control's (``simcep:fold_0-subset_0.25`` ->
+    ``fold_0.subset_0p25.simcep_pairs``)."""
+    control, _, group = source.rpartition(":")
+    name = {"": "synthetic_pairs", "simcep": "simcep_pairs", "realmasks": "realmask_pairs"}.get(control)
+    if name is None:
+        raise ValueError(f"unknown synthetic source {source!r}")
+    return f"{group_namespace(group)}.{name}"
 
-    The trainings get a namespace of their own rather than their fold's: the nodes that join every group's
-    models (generation, painting, the training plan) run before the fold's segmentation trainings, and a
-    Kedro namespace must not be left and re-entered."""
-    return sum((
-        pipeline([node(update_wrapper(partial(function, group=group), function), list(inputs), output, name="train")],
-                 namespace=f"{pipeline_name}.{group_namespace(group)}",
-                 inputs={name for name in inputs if not name.startswith("params:")},
-                 outputs={output: dataset},
-                 parameters={name for name in inputs if name.startswith("params:")})
-        for group, dataset in zip(groups, group_datasets(output, groups))
-    ), Pipeline([]))
+
+def bound(function: Callable[..., Any], **keywords: Any) -> Callable[..., Any]:
+    """``function`` with ``keywords`` bound (``group="fold_0"``), keeping its name and docstring (for Kedro
+    and kedro-viz); a ``partial``, so that parallel runners can pickle it."""
+    return update_wrapper(partial(function, **keywords), function)
+
+
+def group_pipeline(nodes: Sequence[Node], group: str, shared: Collection[str] = ()) -> Pipeline:
+    """``nodes`` of one generative group in its namespace (:func:`group_namespace`): their datasets get the
+    namespace as prefix (``synthetic_masks`` -> ``fold_0.subset_0p25.synthetic_masks``, catalog factories
+    store them), except the ``shared`` ones (what data_prep makes for every group: ``encoded_flows``, ...)
+    and the parameters."""
+    free = Pipeline(nodes).inputs()
+    return pipeline(nodes, namespace=group_namespace(group), inputs={name for name in free if name in shared},
+                    parameters={name for name in free if name.startswith("params:")})
 
 
 class GroupsGathered:
-    """A node function that takes one input per group first (:func:`group_datasets`), then ``function``'s
-    other inputs, and calls ``function`` with the groups' values as one mapping ``{group: value}``: the
-    join of per-group training nodes. A class rather than a closure, so that parallel runners can pickle it."""
+    """A node function that takes ``per_group`` blocks of one input per group first (each block in the order
+    of ``groups``: :func:`group_datasets`), then ``function``'s other inputs, and calls ``function`` with each
+    block as one mapping ``{group: value}``: the join of per-group nodes. A class rather than a closure, so
+    that parallel runners can pickle it."""
 
-    def __init__(self, function: Callable[..., Any], groups: Sequence[str]) -> None:
-        self.function, self.groups = function, tuple(groups)
+    def __init__(self, function: Callable[..., Any], groups: Sequence[str], per_group: int = 1) -> None:
+        self.function, self.groups, self.per_group = function, tuple(groups), int(per_group)
         self.__name__, self.__qualname__ = function.__name__, function.__qualname__
         self.__module__, self.__doc__ = function.__module__, function.__doc__
 
     def __call__(self, *inputs: Any) -> Any:
-        per_group, rest = inputs[:len(self.groups)], inputs[len(self.groups):]
-        return self.function(dict(zip(self.groups, per_group)), *rest)
+        n = len(self.groups)
+        blocks = [dict(zip(self.groups, inputs[k * n:(k + 1) * n])) for k in range(self.per_group)]
+        return self.function(*blocks, *inputs[self.per_group * n:])
 
 
 _shape: StudyShape | None = None

@@ -14,7 +14,7 @@ from cellsynth.crops import Fold
 from cellsynth.figures import panel_grid
 from cellsynth.io import AnnotatedImage
 from cellsynth.segmentation import AugmentConfig, augment_pair, normalize_image
-from cellsynth.study import Experiment, mixing_weights, plan_experiments, synthetic_sources
+from cellsynth.study import Experiment, mixing_weights, plan_experiments
 
 logger = logging.getLogger(__name__)
 PREVIEW_SAMPLES = 4
@@ -23,24 +23,22 @@ PREVIEW_SAMPLES = 4
 def plan_training_sets(
     folds: dict[str, Any],
     groups: dict[str, list[str]],
-    synthetic_pairs: Mapping[str, list[AnnotatedImage]],
-    simcep_pairs: Mapping[str, list[AnnotatedImage]],
-    realmask_pairs: Mapping[str, list[AnnotatedImage]],
     params: dict[str, Any],
     subsets: dict[str, Any],
     training_scope: str,
+    *,
+    fold: int,
 ) -> dict[str, Any]:
-    """The training stages, validation and test images of every experiment and fold (a JSON manifest)."""
+    """The training stages, validation and test images of every experiment of one fold (a JSON manifest):
+    which real images and which synthetic pairs each training draws from."""
     if training_scope != "folds":
         raise ValueError("the segmentation experiments need held-out test images: set training_scope: folds "
                          f"(it is {training_scope!r}; 'all' only makes a synthetic dataset)")
     plan = plan_experiments([Fold.from_dict(f) for f in folds["folds"]], params["experiments"],
                             subsets["fractions"], groups, params.get("controls") or ())
-    sources = synthetic_sources(synthetic_pairs, {"simcep": simcep_pairs, "realmasks": realmask_pairs})
-    missing = sorted({g for e in plan for g in e.synthetic_groups} - set(sources))
-    if missing:
-        raise ValueError(f"the synthetic pairs lack {missing}: rerun mask_gan, image_translation and "
-                         f"simcep_baseline with the same folds and subsets.fractions")
+    plan = [experiment for experiment in plan if experiment.fold == fold]
+    if not plan:
+        raise ValueError(f"the folds hold no fold {fold}: rerun data_prep with this run's data_prep.folds.k")
     for experiment in plan:
         logger.info("fold %d %s: %s", experiment.fold, experiment.name,
                     " then ".join(f"{len(s.real)} real + synthetic {s.synthetic or '-'} ({s.budget})"
@@ -48,6 +46,12 @@ def plan_training_sets(
     share = params.get("synthetic_share")
     mixing_weights(1, 1, share)  # a bad share fails here, before any training
     return {"augmenter": params["augmenter"], "synthetic_share": share, "experiments": [e.to_dict() for e in plan]}
+
+
+def gather_training_sets(plans: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The folds' plans as one manifest (``training_sets``: what the report and the benchmark scripts read)."""
+    first, *_ = (plans[fold] for fold in sorted(plans))
+    return {**first, "experiments": [e for fold in sorted(plans) for e in plans[fold]["experiments"]]}
 
 
 def preview_augmentation(

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cellsynth import encoding
-from cellsynth.crops import Fold, crops_by_group, make_folds, training_groups
+from cellsynth.crops import Fold, crops_by_group, heldout_groups, make_folds, training_groups
 from cellsynth.io import AnnotatedImage, read_dataset, write_dataset
 from cellsynth.metrics import object_statistics, segmentation_accuracy
 from cellsynth.phantom import demo_dataset
@@ -69,6 +69,17 @@ def extract_training_crops(
 ) -> dict[str, dict[str, np.ndarray]]:
     """EXTRACT-CROPS from the training images of each group (fold, fold subset or all)."""
     return crops_by_group(images, groups, **crops)
+
+
+def extract_heldout_crops(
+    images: list[AnnotatedImage], folds: dict[str, Any], groups: dict[str, list[str]], crops: dict[str, Any]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Crops of each fold's validation images (never seen by its generative models), unrotated, to
+    measure pix2pix against real images. With ``training_scope: all`` the measurement is in-sample."""
+    if "all" in groups:
+        logger.warning("training_scope is 'all': pix2pix is measured on its own training images (in-sample)")
+    heldout = heldout_groups(groups, [Fold.from_dict(f) for f in folds["folds"]])
+    return crops_by_group(images, heldout, **{**crops, "rotations": False})
 
 
 def encode_crops(training_crops: Mapping[str, dict], encoding_params: dict[str, Any]) -> dict[str, dict]:

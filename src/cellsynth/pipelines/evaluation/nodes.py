@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from tqdm.auto import tqdm
 from cellsynth.comparison import mean_table, readable_quality_table
 from cellsynth.io import AnnotatedImage
 from cellsynth.results import metric_names
-from cellsynth.study import EmptyTrainingSet, Experiment, Segmenter, run_experiment, segmenters, synthetic_sources
+from cellsynth.study import EmptyTrainingSet, Experiment, Segmenter, run_experiment, segmenters
 from cellsynth.tracking import run_to_log_to
 
 logger = logging.getLogger(__name__)
@@ -22,19 +21,17 @@ logger = logging.getLogger(__name__)
 
 def train_experiment(
     images: list[AnnotatedImage],
-    synthetic_pairs: Mapping[str, list[AnnotatedImage]],
-    simcep_pairs: Mapping[str, list[AnnotatedImage]],
-    realmask_pairs: Mapping[str, list[AnnotatedImage]],
-    training_sets: dict[str, Any],
+    training_plan: dict[str, Any],
     params: dict[str, Any],
-    *,
+    *synthetic_pairs: list[AnnotatedImage],
     fold: int,
     experiment: str,
     model: str,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` on one (fold, experiment) of the plan for ``repeats`` seeds, score each on the
+    """Train ``model`` on one (fold, experiment) of the fold's plan for ``repeats`` seeds, score each on the
     fold's test images, and log the model folders to MLflow (``segmentation_models/...``) when a run is
-    active in this process. One record per repeat.
+    active in this process. One record per repeat. ``synthetic_pairs``: the one synthetic set the
+    experiment trains on (:func:`cellsynth.study.experiment_source`), or none.
 
     Models are kept in ``evaluation.model_dir/<model>/``, one folder per training stage named by a digest
     of its settings, data and starting point. A finished stage is reused wherever it recurs, so a rerun
@@ -44,24 +41,27 @@ def train_experiment(
     is skipped with a warning: no record.
     """
     segmenter, start = _segmenter(params, model)
-    planned = [Experiment.from_dict(e) for e in training_sets["experiments"]]
+    planned = [Experiment.from_dict(e) for e in training_plan["experiments"]]
     chosen = [e for e in planned if e.fold == fold and e.name == experiment]
     if not chosen:
         raise ValueError(f"the training plan has no experiment {experiment!r} of fold {fold}: rerun the "
                          "augmentation pipeline with this run's parameters")
     (planned_experiment,) = chosen
     real = {s.name: s for s in images}
-    sources = synthetic_sources(synthetic_pairs, {"simcep": simcep_pairs, "realmasks": realmask_pairs})
-    synthetic = {group: sources[group] for group in planned_experiment.synthetic_groups}
+    sources = planned_experiment.synthetic_groups
+    if len(sources) != len(synthetic_pairs):
+        raise ValueError(f"{experiment} of fold {fold} trains on the synthetic sets {list(sources)}, but its node "
+                         f"got {len(synthetic_pairs)}: rebuild the pipelines with this run's parameters")
+    synthetic = dict(zip(sources, synthetic_pairs))
     method = params[model]
     records = []
     for repeat in tqdm(range(params["repeats"]), desc=f"{model} {experiment} fold {fold}", unit="repeat"):
         try:
             record = run_experiment(planned_experiment, segmenter, settings=method["settings"],
                                     epochs=method["epochs"], budget_settings=method.get("budget_settings") or {},
-                                    augmenter=training_sets["augmenter"], repeat=repeat, real=real,
+                                    augmenter=training_plan["augmenter"], repeat=repeat, real=real,
                                     synthetic=synthetic, folder=Path(params["model_dir"]) / model,
-                                    init_from=start, synthetic_share=training_sets.get("synthetic_share"))
+                                    init_from=start, synthetic_share=training_plan.get("synthetic_share"))
         except EmptyTrainingSet as error:
             logger.warning("skipped: %s", error)
             continue

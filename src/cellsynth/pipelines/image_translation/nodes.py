@@ -12,12 +12,12 @@ import numpy as np
 
 from cellsynth import quality
 from cellsynth.comparison import MaskSet, subsample
-from cellsynth.crops import Fold, crops_by_group, group_data, group_seed, heldout_groups
+from cellsynth.crops import group_data, group_seed
 from cellsynth.figures import panel_grid
 from cellsynth.image_painter import (
     ImagePainter,
     collage_model,
-    paint_groups,
+    paint_masks,
     score_painter,
     train_painter,
     trained_model,
@@ -29,17 +29,6 @@ from cellsynth.translation import Pix2PixConfig
 
 logger = logging.getLogger(__name__)
 SAMPLES_SHOWN = 4
-
-
-def extract_heldout_crops(
-    images: list[AnnotatedImage], folds: dict[str, Any], groups: dict[str, list[str]], crops: dict[str, Any]
-) -> dict[str, dict[str, np.ndarray]]:
-    """Crops of each fold's validation images (never seen by its generative models), unrotated, to
-    measure pix2pix against real images. With ``training_scope: all`` the measurement is in-sample."""
-    if "all" in groups:
-        logger.warning("training_scope is 'all': pix2pix is measured on its own training images (in-sample)")
-    heldout = heldout_groups(groups, [Fold.from_dict(f) for f in folds["folds"]])
-    return crops_by_group(images, heldout, **{**crops, "rotations": False})
 
 
 def train_group_pix2pix(training_crops: Mapping[str, dict], params: dict[str, Any], *, group: str) -> dict[str, Any]:
@@ -68,66 +57,67 @@ def train_group_pix2pix(training_crops: Mapping[str, dict], params: dict[str, An
 
 
 def translate_synthetic_masks(
-    models: dict[str, dict[str, Any]], synthetic_masks: Mapping[str, dict], params: dict[str, Any]
-) -> dict[str, list[AnnotatedImage]]:
-    """PIX2PIX-GENERATE: an image for every synthetic mask of each group, by that group's pix2pix.
+    model: dict[str, Any], synthetic_masks: dict[str, np.ndarray], params: dict[str, Any], *, group: str
+) -> list[AnnotatedImage]:
+    """PIX2PIX-GENERATE: an image for every synthetic mask of the group, by the group's painter.
 
-    Returns ``{group: [AnnotatedImage("gan_0000", image, labels), ...]}``, written like a real dataset.
+    Returns ``[AnnotatedImage("gan_0000", image, labels), ...]``, written like a real dataset.
     """
-    return paint_groups(models, synthetic_masks, source="gan", **params["generation"],
-                        device=resolve_device(params["runtime"]["device"]))
+    return paint_masks(model, synthetic_masks["labels"], source="gan", group=group, **params["generation"],
+                       device=resolve_device(params["runtime"]["device"]))
 
 
 def translate_training_masks(
-    models: dict[str, dict[str, Any]], training_crops: Mapping[str, dict], synthetic_masks: Mapping[str, dict],
-    params: dict[str, Any]
-) -> dict[str, list[AnnotatedImage]]:
-    """The ``realmasks`` control: pix2pix images of each group's own training masks, as many as the
-    group's GAN masks (a seeded choice), so that it differs from ``merge`` only in where the masks came from."""
-    chosen = {}
-    for group in sorted(synthetic_masks):
-        labels = training_crops[group]["labels"]
-        n = min(len(synthetic_masks[group]["labels"]), len(labels))
-        pick = np.sort(np.random.default_rng(group_seed(params["generation"]["seed"], group))
-                       .choice(len(labels), n, replace=False))
-        chosen[group] = {"labels": labels[pick]}
-    return paint_groups(models, chosen, source="realmask", **params["generation"],
-                        device=resolve_device(params["runtime"]["device"]))
+    model: dict[str, Any], training_crops: Mapping[str, dict], synthetic_masks: dict[str, np.ndarray],
+    params: dict[str, Any], *, group: str
+) -> list[AnnotatedImage]:
+    """The ``realmasks`` control: painted images of the group's own training masks, as many as the group's
+    GAN masks (a seeded choice), so that it differs from ``merge`` only in where the masks came from."""
+    labels = group_data(training_crops, group, "training_crops")["labels"]
+    n = min(len(synthetic_masks["labels"]), len(labels))
+    pick = np.sort(np.random.default_rng(group_seed(params["generation"]["seed"], group))
+                   .choice(len(labels), n, replace=False))
+    return paint_masks(model, labels[pick], source="realmask", group=group, **params["generation"],
+                       device=resolve_device(params["runtime"]["device"]))
 
 
 def evaluate_translation(
-    models: dict[str, dict[str, Any]],
+    model: dict[str, Any],
     heldout_crops: Mapping[str, dict],
-    synthetic_pairs: Mapping[str, list[AnnotatedImage]],
+    synthetic_pairs: list[AnnotatedImage],
     params: dict[str, Any],
     fid: dict[str, Any],
-) -> tuple[dict[str, dict[str, float]], plt.Figure]:
-    """Image quality per group: pix2pix images of held-out real masks against the real images
-    (FID/KID, PSNR, SSIM) and images of the GAN's masks against the same real images (FID/KID).
-
-    Returns MLflow metrics ``image_translation.<group>.<heldout|gan_masks>.<metric>`` and their means
-    over groups ``image_translation.<set>.<metric>``, and a sample grid (mask, real, pix2pix, GAN pair).
-    """
+    *,
+    group: str,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Image quality of one group's painter: its images of held-out real masks against the real images
+    (FID/KID, PSNR, SSIM, mask agreement) and its images of the GAN's masks against the same real images
+    (FID/KID). Returns the scores ``<heldout|gan_masks>.<metric>`` and a few samples for the grid."""
     device = resolve_device(params["runtime"]["device"])
     features = quality.inception_features(fid["inception_weights"], fid["allow_download"], device=device)
-    per_group: dict[str, dict[str, float]] = {}
-    panels = []
-    for group in sorted(models):
-        if group not in heldout_crops:
-            raise ValueError(f"heldout_crops lacks group {group!r} of the pix2pix models; rerun image_translation")
-        heldout = subsample(MaskSet(heldout_crops[group]["labels"], heldout_crops[group]["images"]),
-                            params["evaluation"]["max_crops"], params["evaluation"]["seed"])
-        pairs = synthetic_pairs.get(group, [])
-        result = score_painter(ImagePainter.from_model(models[group]), heldout, features,
-                               np.stack([p.image for p in pairs]) if pairs else None, synthetic_name="gan_masks",
-                               batch=params["generation"]["batch"], seed=params["generation"]["seed"], device=device)
-        per_group[group] = result.scores
-        logger.info("%s: %s", group, ", ".join(f"{k} {v:.4g}" for k, v in result.scores.items()))
-        shown = slice(0, SAMPLES_SHOWN)
-        group_panels = [("masks", heldout.labels[shown]), ("real images", heldout.images[shown]),
-                        ("pix2pix images", result.painted[shown])]
-        if pairs:
-            group_panels += [("GAN masks", np.stack([p.labels for p in pairs[shown]])),
-                             ("their pix2pix images", np.stack([p.image for p in pairs[shown]]))]
-        panels.append((group, group_panels))
-    return {k: {"value": v, "step": 0} for k, v in with_group_means(per_group).items()}, panel_grid(panels)
+    crops = group_data(heldout_crops, group, "heldout_crops")
+    heldout = subsample(MaskSet(crops["labels"], crops["images"]), params["evaluation"]["max_crops"],
+                        params["evaluation"]["seed"])
+    result = score_painter(ImagePainter.from_model(model), heldout, features,
+                           np.stack([p.image for p in synthetic_pairs]) if synthetic_pairs else None,
+                           synthetic_name="gan_masks", batch=params["generation"]["batch"],
+                           seed=params["generation"]["seed"], device=device)
+    logger.info("%s: %s", group, ", ".join(f"{k} {v:.4g}" for k, v in result.scores.items()))
+    shown = slice(0, SAMPLES_SHOWN)
+    samples = {"masks": heldout.labels[shown], "real images": heldout.images[shown],
+               "painted images": result.painted[shown]}
+    if synthetic_pairs:
+        samples |= {"GAN masks": np.stack([p.labels for p in synthetic_pairs[shown]]),
+                    "their painted images": np.stack([p.image for p in synthetic_pairs[shown]])}
+    return {k: float(v) for k, v in result.scores.items()}, samples
+
+
+def summarise_translation(
+    scores: Mapping[str, dict[str, float]], samples: Mapping[str, dict[str, np.ndarray]]
+) -> tuple[dict[str, dict[str, float]], plt.Figure]:
+    """The groups' image quality side by side: MLflow metrics ``image_translation.<group>.<set>.<metric>``
+    and their means over groups ``image_translation.<set>.<metric>``, and a sample grid (mask, real image,
+    painted image; GAN masks and their images)."""
+    metrics = with_group_means(dict(scores))
+    panels = [(group, list(samples[group].items())) for group in sorted(samples)]
+    return {k: {"value": v, "step": 0} for k, v in metrics.items()}, panel_grid(panels)

@@ -24,6 +24,7 @@ from cellsynth.mask_generator import (
 from cellsynth.training import resolve_device, start_runtime
 
 logger = logging.getLogger(__name__)
+SAMPLES_SHOWN = 4
 
 
 def train_group_gan(
@@ -52,36 +53,41 @@ def train_group_gan(
                          crops_object_area(flows, encoding_params["method"]))
 
 
-def generate_synthetic_masks(
-    models: dict[str, dict[str, Any]],
-    encoded_flows: Mapping[str, dict],
-    generation: dict[str, Any],
-    runtime: dict[str, Any],
-    encoding_params: dict[str, Any],
-) -> tuple[dict[str, dict[str, np.ndarray]], plt.Figure, dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
-    """GAN-GENERATE + DECODE: synthetic flow fields from each group's best ``G_ema`` (on the
-    ``runtime.device``), decoded into instance masks and filtered; plus a real-vs-synthetic sample
-    grid, MLflow metrics and the filter's counts per group (``generated``, ``kept``, ``diversity``)."""
-    synthetic, grids, summary = {}, [], {}
-    device = resolve_device(runtime["device"])
+def generate_group_masks(
+    model: dict[str, Any], generation: dict[str, Any], runtime: dict[str, Any], encoding_params: dict[str, Any],
+    *, group: str,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """GAN-GENERATE + DECODE for one group: synthetic flow fields from its best ``G_ema`` (on the
+    ``runtime.device``), decoded into instance masks and filtered. Returns the kept ``flows`` and ``labels``,
+    and the filter's counts (``generated``, ``kept``, ``diversity``, ``scale_factor``)."""
     filters = GenerationSettings.from_params(generation)
-    method = encoding_params["method"]
-    for group, model in sorted(models.items()):
-        drawn = MaskSource.from_model(model, method, filters).sample(
-            filters.n, seed=group_seed(filters.seed, group), device=device, progress=True)
-        fields, labels, kept = drawn.fields, drawn.labels, drawn.kept
-        synthetic[group] = {"flows": fields[kept], "labels": labels[kept]}
-        summary[group] = {"generated": len(fields), "kept": int(kept.sum()),
-                          "diversity": generated_fields.sample_diversity(fields) if len(fields) > 1 else None,
-                          "scale_factor": drawn.scale_factor}
-        logger.info("%s: %d of %d generated masks pass the filters", group, kept.sum(), len(fields))
-        if not kept.any():
-            logger.warning("%s: no generated mask passed the filters (mask_gan.generation.min_objects, "
-                           "max_consistency_error); the GAN needs more training (mask_gan.training.kimg)", group)
-        real = encoding.as_gan_images(encoded_flows[group]["flows"][:4], method)
-        real_labels = encoding.decode_batch(real, method=method)
-        grids.append((group, real, real_labels, fields[:4], labels[:4]))
-    figure = sample_grid(grids)
+    drawn = MaskSource.from_model(model, encoding_params["method"], filters).sample(
+        filters.n, seed=group_seed(filters.seed, group), device=resolve_device(runtime["device"]), progress=True)
+    fields, labels, kept = drawn.fields, drawn.labels, drawn.kept
+    summary = {"generated": len(fields), "kept": int(kept.sum()),
+               "diversity": float(generated_fields.sample_diversity(fields)) if len(fields) > 1 else None,
+               "scale_factor": float(drawn.scale_factor)}
+    logger.info("%s: %d of %d generated masks pass the filters", group, kept.sum(), len(fields))
+    if not kept.any():
+        logger.warning("%s: no generated mask passed the filters (mask_gan.generation.min_objects, "
+                       "max_consistency_error); the GAN needs more training (mask_gan.training.kimg)", group)
+    return {"flows": fields[kept], "labels": labels[kept]}, summary
+
+
+def summarise_generation(
+    synthetic_masks: Mapping[str, dict[str, np.ndarray]],
+    summaries: Mapping[str, dict[str, Any]],
+    encoded_flows: Mapping[str, dict],
+    encoding_params: dict[str, Any],
+) -> tuple[plt.Figure, dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
+    """The groups' generation side by side: a real-vs-synthetic sample grid (kept masks), MLflow metrics
+    ``mask_gan.<group>.<generated|kept|diversity|scale_factor>`` and the summary per group."""
+    method, grids = encoding_params["method"], []
+    for group in sorted(synthetic_masks):
+        real = encoding.as_gan_images(encoded_flows[group]["flows"][:SAMPLES_SHOWN], method)
+        synthetic = synthetic_masks[group]
+        grids.append((group, real, encoding.decode_batch(real, method=method),
+                      synthetic["flows"][:SAMPLES_SHOWN], synthetic["labels"][:SAMPLES_SHOWN]))
     metrics = {f"{group}.{key}": {"value": float(value), "step": 0}
-               for group, counts in summary.items() for key, value in counts.items() if value is not None}
-    return synthetic, figure, metrics, summary
+               for group, counts in sorted(summaries.items()) for key, value in counts.items() if value is not None}
+    return sample_grid(grids), metrics, dict(sorted(summaries.items()))

@@ -13,9 +13,9 @@ import pandas as pd
 
 from cellsynth import quality, simcep
 from cellsynth.comparison import ComparisonSettings, MaskSet, compare_mask_sets, comparison_table
-from cellsynth.crops import group_seed
+from cellsynth.crops import group_data, group_seed
 from cellsynth.figures import panel_grid
-from cellsynth.image_painter import paint_groups
+from cellsynth.image_painter import paint_masks
 from cellsynth.io import AnnotatedImage
 from cellsynth.metrics import with_group_means
 from cellsynth.training import resolve_device
@@ -26,75 +26,80 @@ logger = logging.getLogger(__name__)
 SAMPLES_SHOWN = 4
 
 
-def fit_simcep(
-    training_crops: Mapping[str, dict], params: dict[str, Any]
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
-    """Fit SIMCEP to each group's training crops (cells per crop, radius range, shape irregularity,
-    clusters and their spread); the fitted values also go to MLflow as ``simcep.<group>.<parameter>``."""
-    fitted, metrics = {}, {}
-    for group in sorted(training_crops):
-        labels = training_crops[group]["labels"]
-        model = simcep.fit(list(labels), **params["fit"])
-        fitted[group] = {"parameters": model.to_dict(), "size": int(labels.shape[1]), "fitted_on": len(labels)}
-        metrics.update({f"{group}.{k}": float(v) for k, v in model.to_dict().items()})
-        logger.info("%s: SIMCEP fitted to %d crops: %s", group, len(labels), model.to_dict())
-    return fitted, {k: {"value": v, "step": 0} for k, v in metrics.items()}
+def fit_simcep(training_crops: Mapping[str, dict], params: dict[str, Any], *, group: str) -> dict[str, Any]:
+    """Fit SIMCEP to one group's training crops (cells per crop, radius range, shape irregularity, clusters
+    and their spread)."""
+    labels = group_data(training_crops, group, "training_crops")["labels"]
+    model = simcep.fit(list(labels), **params["fit"])
+    logger.info("%s: SIMCEP fitted to %d crops: %s", group, len(labels), model.to_dict())
+    return {"parameters": model.to_dict(), "size": int(labels.shape[1]), "fitted_on": len(labels)}
 
 
-def simulate_simcep_masks(
-    fitted: dict[str, dict[str, Any]], params: dict[str, Any]
-) -> dict[str, dict[str, np.ndarray]]:
-    """``simulation.n`` SIMCEP masks per group, of the group's crop size."""
-    masks = {}
-    for group, model in sorted(fitted.items()):
-        labels = simcep.simulate(simcep.SimcepParams.from_dict(model["parameters"]), params["simulation"]["n"],
-                                 model["size"], group_seed(params["simulation"]["seed"], group))
-        masks[group] = {"labels": np.stack(labels).astype(np.int32)}
-    return masks
+def simulate_simcep_masks(fitted: dict[str, Any], params: dict[str, Any], *, group: str) -> dict[str, np.ndarray]:
+    """``simulation.n`` SIMCEP masks of the group's crop size: ``labels`` ``(N, S, S)`` int32."""
+    labels = simcep.simulate(simcep.SimcepParams.from_dict(fitted["parameters"]), params["simulation"]["n"],
+                             fitted["size"], group_seed(params["simulation"]["seed"], group))
+    return {"labels": np.stack(labels).astype(np.int32)}
 
 
 def translate_simcep_masks(
-    models: dict[str, dict[str, Any]], simcep_masks: Mapping[str, dict], params: dict[str, Any]
-) -> dict[str, list[AnnotatedImage]]:
-    """Images of the SIMCEP masks by each group's pix2pix (so SIMCEP and GAN masks get images alike)."""
-    return paint_groups(models, simcep_masks, source="simcep", **params["generation"],
-                        device=resolve_device(params["runtime"]["device"]))
+    model: dict[str, Any], simcep_masks: dict[str, np.ndarray], params: dict[str, Any], *, group: str
+) -> list[AnnotatedImage]:
+    """Images of the group's SIMCEP masks by its painter (so SIMCEP and GAN masks get images alike)."""
+    return paint_masks(model, simcep_masks["labels"], source="simcep", group=group, **params["generation"],
+                       device=resolve_device(params["runtime"]["device"]))
 
 
 def compare_structure(
-    pix2pix_models: dict[str, dict[str, Any]],
+    pix2pix_model: dict[str, Any],
     training_crops: Mapping[str, dict],
     heldout_crops: Mapping[str, dict],
-    synthetic_pairs: Mapping[str, list[AnnotatedImage]],
-    simcep_pairs: Mapping[str, list[AnnotatedImage]],
+    synthetic_pairs: list[AnnotatedImage],
+    simcep_pairs: list[AnnotatedImage],
     params: dict[str, Any],
     fid: dict[str, Any],
-) -> tuple[pd.DataFrame, dict[str, dict[str, float]], plt.Figure]:
+    *,
+    group: str,
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Real training crops, GAN masks and SIMCEP masks, each with their images, against the group's
-    held-out real crops: FID/KID in flow space and of the images, and layout statistic distances.
-
-    Returns the table (one row per group and set, plus the mean over groups as group ``mean``), the same
-    numbers as MLflow metrics ``simcep_baseline.[<group>.]<set>.<metric>``, and a sample grid.
-    """
+    held-out real crops: FID/KID in flow space and of the images, and layout statistic distances
+    (``{set: {metric: value}}``), and a few masks and images of each set for the grid."""
     features = quality.inception_features(fid["inception_weights"], fid["allow_download"])
     comparison = config_from_params(ComparisonSettings, params["comparison"], "simcep_baseline.comparison")
-    scores, panels = {}, []
-    for group in sorted(heldout_crops):
-        heldout, training = heldout_crops[group], training_crops[group]
-        sets = {"real": MaskSet(training["labels"], training["images"]),
-                "gan": _mask_set(synthetic_pairs.get(group, [])),
-                "simcep": _mask_set(simcep_pairs.get(group, []))}
-        normalizer = ChannelNormalizer.from_dict(pix2pix_models[group]["normalizer"])
-        scores[group] = compare_mask_sets(MaskSet(heldout["labels"], heldout["images"]), sets, features, normalizer,
-                                          max_masks=comparison.max_masks, seed=comparison.seed)
-        panels.append((group, [(f"{name} {kind}", data[:SAMPLES_SHOWN]) for name, s in sets.items()
-                               for kind, data in (("masks", s.labels), ("images", s.images))
-                               if data is not None and len(data)]))
-    table = comparison_table(scores)
+    heldout = group_data(heldout_crops, group, "heldout_crops")
+    training = group_data(training_crops, group, "training_crops")
+    sets = {"real": MaskSet(training["labels"], training["images"]), "gan": _mask_set(synthetic_pairs),
+            "simcep": _mask_set(simcep_pairs)}
+    normalizer = ChannelNormalizer.from_dict(pix2pix_model["normalizer"])
+    scores = compare_mask_sets(MaskSet(heldout["labels"], heldout["images"]), sets, features, normalizer,
+                               max_masks=comparison.max_masks, seed=comparison.seed)
+    samples = {f"{name} {kind}": data[:SAMPLES_SHOWN] for name, s in sets.items()
+               for kind, data in (("masks", s.labels), ("images", s.images)) if data is not None and len(data)}
+    return _plain(scores), samples
+
+
+def summarise_structure(
+    scores: Mapping[str, dict[str, dict[str, float]]],
+    samples: Mapping[str, dict[str, np.ndarray]],
+    fitted: Mapping[str, dict[str, Any]],
+) -> tuple[pd.DataFrame, dict[str, dict[str, float]], plt.Figure, dict[str, dict[str, float]]]:
+    """The groups' comparisons side by side: the table (one row per group and set, plus the mean over
+    groups as group ``mean``), the same numbers as MLflow metrics ``simcep_baseline.[<group>.]<set>.<metric>``,
+    a sample grid, and the fitted SIMCEP parameters as MLflow metrics ``simcep.<group>.<parameter>``."""
+    table = comparison_table(dict(scores))
     for row in table[table["group"] == "mean"].to_dict("records"):
         logger.info("%s vs held-out real: %s", row["set"], ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if k.startswith(("flows.fid", "images.fid", "layout."))))
-    return table, {k: {"value": v, "step": 0} for k, v in with_group_means(scores).items()}, panel_grid(panels)
+    panels = [(group, list(samples[group].items())) for group in sorted(samples)]
+    parameters = {f"{group}.{k}": {"value": float(v), "step": 0}
+                  for group, model in sorted(fitted.items()) for k, v in model["parameters"].items()}
+    return (table, {k: {"value": v, "step": 0} for k, v in with_group_means(dict(scores)).items()},
+            panel_grid(panels), parameters)
+
+
+def _plain(value: Any) -> Any:
+    """Scores as JSON takes them: nested dicts of Python floats."""
+    return {k: _plain(v) for k, v in value.items()} if isinstance(value, Mapping) else float(value)
 
 
 def _mask_set(pairs: list[AnnotatedImage]) -> MaskSet:

@@ -15,8 +15,8 @@ TRAINING_NODES = ("load_annotated_images", "split_folds", "assign_training_group
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    models = (data_prep().only_nodes(*TRAINING_NODES) + mask_gan(["all"]).only_nodes("mask_gan.all.train")
-              + image_translation(["all"]).only_nodes("image_translation.all.train"))
+    models = (data_prep().only_nodes(*TRAINING_NODES) + mask_gan(["all"]).only_nodes("all.train_mask_gan")
+              + image_translation(["all"]).only_nodes("all.train_painter"))
     writing = pipeline([
         node(nodes.write_synthetic_dataset,
              ["all.mask_gan_model", "all.pix2pix_model", "params:synthesize", "params:mask_gan.generation",
