@@ -13,7 +13,8 @@ from conftest import STUDY_TINY, copy_run, run
 
 from cellsynth.io import read_dataset
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+# one xdist worker runs every test of the shared tiny study, which it builds once
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.xdist_group("tiny_study")]
 
 
 def test_image_translation_trains_per_fold_translates_measures_and_resumes(

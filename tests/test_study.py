@@ -22,7 +22,8 @@ from cellsynth.crops import fold_of_group
 from cellsynth.results import aggregate
 from cellsynth.runners import DaskRunner
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+# one xdist worker runs every test of the shared tiny study, which it builds once
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.xdist_group("tiny_study")]
 
 
 def test_default_run_executes_the_whole_study_without_leakage(tiny_study: Path, monkeypatch: pytest.MonkeyPatch):
