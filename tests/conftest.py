@@ -22,7 +22,6 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``-n``, on by default in pyproject.toml) the workers, which inherit this
     environment, compute on one thread each: a worker per core, each of two threads, slowed each other
