@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from cellsynth.mask_scale import match_object_scale, median_object_area, rescale_masks
+from cellsynth.mask_scale import largest_object_areas, match_object_scale, median_object_area, rescale_masks
 
 
 def discs(n: int, radius: float, size: int = 64, seed: int = 0) -> np.ndarray:
@@ -58,3 +58,12 @@ def test_generated_masks_are_brought_to_the_scale_of_the_reference():
     assert median_object_area(out) == pytest.approx(median_object_area(large), rel=0.25)
     same, factor = match_object_scale(large, discs(8, 7, seed=3))
     assert factor == 1.0 and same is large
+
+
+def test_largest_object_areas_counts_each_masks_biggest_object():
+    masks = np.zeros((3, 8, 8), np.int32)
+    masks[0, 1:3, 1:3], masks[0, 4:8, 4:7] = 1, 2  # 4 and 12 px
+    masks[1, 0:5, 0:5] = 7  # 25 px, whatever its label
+    assert largest_object_areas(masks).tolist() == [12, 25, 0]
+    with pytest.raises(ValueError, match="integer labels"):
+        largest_object_areas(masks.astype(float))

@@ -15,7 +15,7 @@ from kedro.runner import SequentialRunner
 
 from cellsynth import encoding
 from cellsynth.gan.pretrained import load_initial_weights
-from cellsynth.mask_scale import median_object_area
+from cellsynth.mask_scale import largest_object_areas, median_object_area
 from cellsynth.phantom import demo_dataset
 from cellsynth.pipelines.mask_gan.pipeline import create_pipeline
 
@@ -67,13 +67,14 @@ def test_the_demo_gan_starts_from_the_shipped_generator_and_its_masks_pass_the_f
     assert kept >= 16 / 2
 
 
-def _generate_on_memory_catalog(generation: dict, object_area: float | None = None) -> dict:
+def _generate_on_memory_catalog(generation: dict, object_area: float | None = None,
+                                object_area_max: float | None = None) -> dict:
     """The ``all.generate_masks`` node and the summary, on an in-memory catalog (as the Kedro starters test
     their pipelines): the shipped generator as the trained model of group ``all``, conf/base's settings."""
     params = yaml.safe_load((REPO / "conf/base/parameters_mask_gan.yml").read_text())["mask_gan"]
     state = load_initial_weights(params["init_from"])
     model = {"architecture": state["architecture"], "G_ema": state["G_ema"], "downsample": params["downsample"],
-             "object_area": object_area}
+             "object_area": object_area, "object_area_max": object_area_max}
     (image, labels), = demo_dataset(n_images=1, size=64, seed=0)
     catalog = DataCatalog({
         "all.mask_gan_model": MemoryDataset(model),
@@ -107,6 +108,19 @@ def test_match_scale_zooms_the_kept_masks_to_the_training_crops_object_area():
     np.testing.assert_array_equal(synthetic["flows"], encoding.encode_batch(synthetic["labels"]))
     with pytest.raises(ValueError, match="match_scale: false"):
         _generate_on_memory_catalog({"n": 16, "match_scale": True})  # a model without the crops' object area
+
+
+def test_drop_oversized_drops_the_masks_holding_an_object_larger_than_any_training_object():
+    native = _generate_on_memory_catalog({"n": 16})["all.synthetic_masks"]["labels"]
+    largest = largest_object_areas(native)
+    limit = float(np.median(largest))
+    outputs = _generate_on_memory_catalog({"n": 16, "drop_oversized": True}, object_area_max=limit)
+    kept = outputs["all.synthetic_masks"]["labels"]
+    assert len(kept) == (largest <= limit).sum() >= 1 and len(kept) < len(native)
+    assert largest_object_areas(kept).max() <= limit
+    assert outputs["mask_gan_generation_summary"]["all"]["kept"] == len(kept)
+    with pytest.raises(ValueError, match="drop_oversized: false"):
+        _generate_on_memory_catalog({"n": 2, "drop_oversized": True})  # a model without the crops' largest area
 
 
 def test_a_typo_in_the_decode_options_is_named():

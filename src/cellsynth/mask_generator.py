@@ -30,7 +30,7 @@ from cellsynth.gan.training import (
     generate_images,
     train_gan,
 )
-from cellsynth.mask_scale import median_object_area, rescale_masks
+from cellsynth.mask_scale import largest_object_areas, median_object_area, object_areas, rescale_masks
 from cellsynth.quality import InceptionFeatures, extract_features
 from cellsynth.training import CheckpointStore, Runtime
 from cellsynth.training.config import config_from_params
@@ -55,6 +55,11 @@ class GenerationSettings:
         Zoom the decoded masks so that their median object area is the training crops' (recorded with
         the trained model; :mod:`cellsynth.mask_scale`): a generator fine-tuned for minutes keeps the
         object size of its pretraining. The fields are encoded again from the zoomed masks.
+    drop_oversized
+        Also drop masks holding an object larger than the largest whole object of the training crops
+        (recorded with the trained model), after ``match_scale``'s zoom: a generator fine-tuned on few
+        images draws some fields as one merged blob, bigger than any real nucleus, and painters stretch
+        real objects' pixels over it.
     decode
         Options of :func:`cellsynth.encoding.decode_batch` (``niter``, ``flow_threshold``, ...).
     """
@@ -65,6 +70,7 @@ class GenerationSettings:
     min_objects: int = 3
     max_consistency_error: float = 0.4
     match_scale: bool = False
+    drop_oversized: bool = False
     decode: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -171,22 +177,25 @@ class GeneratedMasks:
 
 @dataclass(frozen=True)
 class MaskSource:
-    """A trained mask generator (``G_ema``), how its fields become masks, and the median object area of the
-    crops it was trained on (``object_area``, for ``match_scale``)."""
+    """A trained mask generator (``G_ema``), how its fields become masks, and the median and largest object
+    areas of the crops it was trained on (``object_area`` for ``match_scale``, ``object_area_max`` for
+    ``drop_oversized``)."""
 
     generator: Generator
     downsample: int = 1
     method: str = "cellpose_flow"
     filters: GenerationSettings = GenerationSettings()
     object_area: float | None = None
+    object_area_max: float | None = None
 
     @classmethod
     def from_model(cls, model: Mapping[str, Any], method: str, filters: GenerationSettings) -> MaskSource:
         """From a trained model as the ``<group>.mask_gan_model`` datasets store it (``architecture``, ``G_ema``,
-        ``downsample``, ``object_area``)."""
+        ``downsample``, ``object_area``, ``object_area_max``)."""
         generator = build_generator(model["architecture"])
         generator.load_state_dict(model["G_ema"])
-        return cls(generator, int(model.get("downsample", 1)), method, filters, model.get("object_area"))
+        return cls(generator, int(model.get("downsample", 1)), method, filters, model.get("object_area"),
+                   model.get("object_area_max"))
 
     def sample(self, n: int, seed: int, device: str | torch.device = "cpu", progress: bool = False) -> GeneratedMasks:
         """Draw ``n`` fields with latents of ``seed``, decode and filter them."""
@@ -197,17 +206,21 @@ class MaskSource:
         errors = generated_fields.consistency_errors(fields, labels, self.method)
         kept = generated_fields.mask_filter(fields, labels, method=self.method, min_objects=self.filters.min_objects,
                                             max_consistency_error=self.filters.max_consistency_error, errors=errors)
-        if not self.filters.match_scale or not kept.any():
-            return GeneratedMasks(fields, labels, kept, errors)
-        if self.object_area is None:
-            raise ValueError("mask_gan.generation.match_scale needs the training crops' object area, which this "
-                             "trained model does not record (trained before match_scale existed): train it again "
-                             "or set match_scale: false")
-        factor = float(np.sqrt(self.object_area / median_object_area(labels[kept])))
-        labels = rescale_masks(labels, factor, np.random.default_rng(seed)).astype(np.int32)
-        counts = labels.reshape(len(labels), -1).max(axis=1)  # rescale_masks numbers each mask's objects 1..n
-        return GeneratedMasks(encoding.as_gan_images(encoding.encode_batch(labels, self.method), self.method), labels,
-                              kept & (counts >= self.filters.min_objects), errors, factor)
+        for setting, recorded in (("match_scale", self.object_area), ("drop_oversized", self.object_area_max)):
+            if getattr(self.filters, setting) and recorded is None:
+                raise ValueError(f"mask_gan.generation.{setting} needs object areas of the training crops that "
+                                 f"this trained model does not record (trained before {setting} existed): train "
+                                 f"it again or set {setting}: false")
+        factor = 1.0
+        if self.filters.match_scale and kept.any():
+            factor = float(np.sqrt(self.object_area / median_object_area(labels[kept])))
+            labels = rescale_masks(labels, factor, np.random.default_rng(seed)).astype(np.int32)
+            fields = encoding.as_gan_images(encoding.encode_batch(labels, self.method), self.method)
+            counts = labels.reshape(len(labels), -1).max(axis=1)  # rescale_masks numbers each mask's objects 1..n
+            kept = kept & (counts >= self.filters.min_objects)
+        if self.filters.drop_oversized:
+            kept = kept & (largest_object_areas(labels) <= self.object_area_max)
+        return GeneratedMasks(fields, labels, kept, errors, factor)
 
 
 def train_mask_gan(
@@ -264,18 +277,22 @@ def train_mask_gan(
     return result, store
 
 
-def crops_object_area(encoded: np.ndarray, method: str, n: int = 256) -> float:
-    """Median object area (px, :func:`cellsynth.mask_scale.median_object_area`) of up to ``n`` of the
-    ``(N, H, W, C)`` encoded training crops, decoded (exactly, at full size) from their flows."""
+def crops_object_areas(encoded: np.ndarray, method: str, n: int = 256) -> dict[str, float]:
+    """The median (``object_area``) and largest (``object_area_max``) area in px of the whole objects
+    (:func:`cellsynth.mask_scale.object_areas`) of up to ``n`` of the ``(N, H, W, C)`` encoded training crops,
+    decoded (exactly, at full size) from their flows."""
     sample = encoded[np.random.default_rng(0).permutation(len(encoded))[:n]]
-    return median_object_area(encoding.decode_batch(encoding.as_gan_images(sample, method), method=method))
+    areas = object_areas(encoding.decode_batch(encoding.as_gan_images(sample, method), method=method))
+    return {"object_area": float(np.median(areas)), "object_area_max": float(areas.max())}
 
 
 def trained_model(
-    result: GANTrainingResult, store: CheckpointStore, method: str, downsample: int, object_area: float | None = None
+    result: GANTrainingResult, store: CheckpointStore, method: str, downsample: int,
+    object_areas: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """A trained mask GAN as a ``<group>.mask_gan_model`` dataset stores it (:meth:`MaskSource.from_model` reads
-    it), with the median object area of its training crops (:func:`crops_object_area`)."""
+    it), with the median and largest object areas of its training crops (:func:`crops_object_areas`)."""
     return {"architecture": result.architecture, "G_ema": result.generator_ema.state_dict(), "best": result.best,
             "history": result.history, "encoding": method, "downsample": downsample,
-            "object_area": object_area, "checkpoints": str(store.directory)}
+            **{"object_area": None, "object_area_max": None, **(object_areas or {})},
+            "checkpoints": str(store.directory)}

@@ -5,6 +5,7 @@ generator draws nuclei of about 220 px² in 64 px crops whatever the new data's 
 fluorescence folds hold 114-461 px²). Segmentation trained on such masks learns the wrong size.
 :func:`match_object_scale` zooms generated masks by the ratio of median object sizes, so that their
 objects have the training crops' size while keeping their shapes and their arrangement.
+:func:`largest_object_areas` lets a filter drop generated masks holding an object larger than any real one.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
 
-def median_object_area(masks: np.ndarray) -> float:
-    """Median area in pixels of the objects of ``(N, S, S)`` integer masks that do not touch a crop edge
+def object_areas(masks: np.ndarray) -> np.ndarray:
+    """``(K,)`` areas in pixels of the objects of ``(N, S, S)`` integer masks that do not touch a crop edge
     (edge objects are cut, so their area understates the size); of all objects when every one touches.
 
     Raises
@@ -33,7 +34,19 @@ def median_object_area(masks: np.ndarray) -> float:
         inner.extend(areas[~np.isin(ids, edge)])
     if not every:
         raise ValueError(f"the {len(masks)} masks hold no object: no object scale to measure")
-    return float(np.median(inner if inner else every))
+    return np.asarray(inner if inner else every, np.int64)
+
+
+def median_object_area(masks: np.ndarray) -> float:
+    """Median of :func:`object_areas`: the typical size of the objects of ``(N, S, S)`` integer masks."""
+    return float(np.median(object_areas(masks)))
+
+
+def largest_object_areas(masks: np.ndarray) -> np.ndarray:
+    """``(N,)`` area in pixels of the largest object of each ``(N, S, S)`` integer mask (0 when empty)."""
+    if masks.ndim != 3 or not np.issubdtype(masks.dtype, np.integer):
+        raise ValueError(f"masks must be (N, S, S) integer labels, got {masks.dtype} {masks.shape}")
+    return np.array([np.bincount(mask.ravel())[1:].max(initial=0) for mask in masks], np.int64)
 
 
 def rescale_masks(masks: np.ndarray, factor: float, rng: np.random.Generator | None = None) -> np.ndarray:

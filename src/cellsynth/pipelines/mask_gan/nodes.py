@@ -17,7 +17,7 @@ from cellsynth.mask_generator import (
     GenerationSettings,
     MaskGANSettings,
     MaskSource,
-    crops_object_area,
+    crops_object_areas,
     train_mask_gan,
     trained_model,
 )
@@ -50,7 +50,7 @@ def train_group_gan(
                                    runtime=runtime, log_metrics=log)
     logger.info("%s: best snapshot %s", group, result.best)
     return trained_model(result, store, encoding_params["method"], settings.downsample,
-                         crops_object_area(flows, encoding_params["method"]))
+                         crops_object_areas(flows, encoding_params["method"]))
 
 
 def generate_group_masks(
