@@ -199,6 +199,12 @@ class MaskSource:
 
     def sample(self, n: int, seed: int, device: str | torch.device = "cpu", progress: bool = False) -> GeneratedMasks:
         """Draw ``n`` fields with latents of ``seed``, decode and filter them."""
+        # before drawing: a setting this model cannot serve fails at once
+        for setting, recorded in (("match_scale", self.object_area), ("drop_oversized", self.object_area_max)):
+            if getattr(self.filters, setting) and recorded is None:
+                raise ValueError(f"mask_gan.generation.{setting} needs object areas of the training crops that "
+                                 f"this trained model does not record (trained before {setting} existed): train "
+                                 f"it again or set {setting}: false")
         small = generate_images(self.generator, n, seed=seed, truncation_psi=self.filters.truncation_psi,
                                 device=device, progress=progress)
         fields = encoding.upscale_fields(small, self.downsample, self.method)
@@ -206,11 +212,6 @@ class MaskSource:
         errors = generated_fields.consistency_errors(fields, labels, self.method)
         kept = generated_fields.mask_filter(fields, labels, method=self.method, min_objects=self.filters.min_objects,
                                             max_consistency_error=self.filters.max_consistency_error, errors=errors)
-        for setting, recorded in (("match_scale", self.object_area), ("drop_oversized", self.object_area_max)):
-            if getattr(self.filters, setting) and recorded is None:
-                raise ValueError(f"mask_gan.generation.{setting} needs object areas of the training crops that "
-                                 f"this trained model does not record (trained before {setting} existed): train "
-                                 f"it again or set {setting}: false")
         factor = 1.0
         if self.filters.match_scale and kept.any():
             factor = float(np.sqrt(self.object_area / median_object_area(labels[kept])))
@@ -288,11 +289,11 @@ def crops_object_areas(encoded: np.ndarray, method: str, n: int = 256) -> dict[s
 
 def trained_model(
     result: GANTrainingResult, store: CheckpointStore, method: str, downsample: int,
-    object_areas: Mapping[str, float] | None = None,
+    object_areas: Mapping[str, float],
 ) -> dict[str, Any]:
     """A trained mask GAN as a ``<group>.mask_gan_model`` dataset stores it (:meth:`MaskSource.from_model` reads
     it), with the median and largest object areas of its training crops (:func:`crops_object_areas`)."""
     return {"architecture": result.architecture, "G_ema": result.generator_ema.state_dict(), "best": result.best,
             "history": result.history, "encoding": method, "downsample": downsample,
-            **{"object_area": None, "object_area_max": None, **(object_areas or {})},
+            "object_area": object_areas["object_area"], "object_area_max": object_areas["object_area_max"],
             "checkpoints": str(store.directory)}

@@ -15,6 +15,11 @@ from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
 
+def _check_label_masks(masks: np.ndarray) -> None:
+    if masks.ndim != 3 or not np.issubdtype(masks.dtype, np.integer):
+        raise ValueError(f"masks must be (N, S, S) integer labels, got {masks.dtype} {masks.shape}")
+
+
 def object_areas(masks: np.ndarray) -> np.ndarray:
     """``(K,)`` areas in pixels of the objects of ``(N, S, S)`` integer masks that do not touch a crop edge
     (edge objects are cut, so their area understates the size); of all objects when every one touches.
@@ -24,8 +29,7 @@ def object_areas(masks: np.ndarray) -> np.ndarray:
     ValueError
         When the masks hold no object.
     """
-    if masks.ndim != 3 or not np.issubdtype(masks.dtype, np.integer):
-        raise ValueError(f"masks must be (N, S, S) integer labels, got {masks.dtype} {masks.shape}")
+    _check_label_masks(masks)
     inner, every = [], []
     for mask in masks:
         edge = np.unique(np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]]))
@@ -44,8 +48,7 @@ def median_object_area(masks: np.ndarray) -> float:
 
 def largest_object_areas(masks: np.ndarray) -> np.ndarray:
     """``(N,)`` area in pixels of the largest object of each ``(N, S, S)`` integer mask (0 when empty)."""
-    if masks.ndim != 3 or not np.issubdtype(masks.dtype, np.integer):
-        raise ValueError(f"masks must be (N, S, S) integer labels, got {masks.dtype} {masks.shape}")
+    _check_label_masks(masks)
     return np.array([np.bincount(mask.ravel())[1:].max(initial=0) for mask in masks], np.int64)
 
 
