@@ -5,6 +5,8 @@ synthetic pairs from a training budget too short to converge.
     python benchmarks/retrain_longer.py --env workstation --epochs 35                      # raw as long as pretrain
     python benchmarks/retrain_longer.py --env workstation --epochs 60 \\
         --experiment subset_0.25_raw --experiment subset_0.25_merge --experiment subset_0.25_merge_realmasks
+    python benchmarks/retrain_longer.py --env workstation --epochs 60 --repeat 1 \\
+        --experiment subset_0.25_raw --experiment subset_0.25_merge                # a second seed of each model
 
 Reads the study's plan (``training_sets``), its images and synthetic pairs and its parameters through the
 project's Kedro catalog, so it runs in the folder (and with the ``--env``) of the study it extends. Each chosen
@@ -30,6 +32,8 @@ def main() -> None:
     parser.add_argument("--experiment", action="append", help="experiment names to retrain (default: raw)")
     parser.add_argument("--fold", type=int, action="append", help="folds to retrain (default: every fold)")
     parser.add_argument("--model", default="stardist", choices=("stardist", "cellpose"))
+    parser.add_argument("--repeat", type=int, default=0,
+                        help="repeat index: trains with seed + repeat, to measure run-to-run spread (default 0)")
     parser.add_argument("--synthetic-share", type=float, default=None,
                         help="share of the draws that are synthetic in mixed stages (default: the study's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -38,6 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.epochs < 1:
         raise SystemExit(f"--epochs must be >= 1, got {args.epochs}")
+    if args.repeat < 0:
+        raise SystemExit(f"--repeat must be >= 0, got {args.repeat}")
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
     from kedro.framework.cli.utils import _split_params
@@ -70,11 +76,11 @@ def main() -> None:
     for experiment in sorted(chosen, key=lambda e: (names.index(e.name), e.fold)):
         record = run_experiment(experiment, segmenters()[args.model], settings=method["settings"], epochs=epochs,
                                 budget_settings=method.get("budget_settings") or {}, augmenter=plan["augmenter"],
-                                repeat=0, real=real, synthetic=synthetic,
+                                repeat=args.repeat, real=real, synthetic=synthetic,
                                 folder=Path(evaluation["model_dir"]) / args.model,
                                 synthetic_share=share)
         print(json.dumps({"model": args.model, "experiment": experiment.name, "fold": experiment.fold,
-                          "epochs": args.epochs, "set": args.set, "accuracy": record["accuracy"],
+                          "repeat": args.repeat, "epochs": args.epochs, "set": args.set, "accuracy": record["accuracy"],
                           "accuracy_by_iou": record["accuracy_by_iou"],
                           "validation_accuracy": record["validation_accuracy"],
                           "synthetic_pairs": record.get("synthetic_pairs"), "synthetic_share": share}), flush=True)
