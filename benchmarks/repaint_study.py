@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_session import study_context  # noqa: E402
 
 
 def main() -> None:
@@ -34,11 +37,6 @@ def main() -> None:
                         help="image_translation.painter (default: the study's)")
     parser.add_argument("--save", action="store_true", help="write the repainted pairs as new versions")
     args = parser.parse_args()
-    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
-
-    from kedro.framework.cli.utils import _split_params
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
 
     from cellsynth import quality
     from cellsynth.comparison import MaskSet, subsample
@@ -52,10 +50,7 @@ def main() -> None:
     from cellsynth.pipelines.simcep_baseline.nodes import translate_simcep_masks
     from cellsynth.training.config import parse_overrides
 
-    bootstrap_project(Path.cwd())
-    extra = _split_params(None, None, args.params) if args.params else None  # as `kedro run --params` reads them
-    with KedroSession.create(project_path=Path.cwd(), env=args.env, runtime_params=extra) as session:
-        context = session.load_context()
+    with study_context(args.env, args.params) as context:
         catalog, params = context.catalog, dict(context.params["image_translation"])
         params["training"] = {**params["training"], **parse_overrides(args.set)}
         if args.painter:

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_session import study_context  # noqa: E402
 
 
 def main() -> None:
@@ -44,20 +47,12 @@ def main() -> None:
         raise SystemExit(f"--epochs must be >= 1, got {args.epochs}")
     if args.repeat < 0:
         raise SystemExit(f"--repeat must be >= 0, got {args.repeat}")
-    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
-
-    from kedro.framework.cli.utils import _split_params
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
 
     from cellsynth.pipelines.fanout import source_dataset
     from cellsynth.study import Experiment, run_experiment, segmenters
     from cellsynth.training.config import parse_overrides
 
-    bootstrap_project(Path.cwd())
-    extra = _split_params(None, None, args.params) if args.params else None  # as `kedro run --params` reads them
-    with KedroSession.create(project_path=Path.cwd(), env=args.env, runtime_params=extra) as session:
-        context = session.load_context()
+    with study_context(args.env, args.params) as context:
         catalog, evaluation = context.catalog, context.params["evaluation"]
         plan = catalog.load("training_sets")
         real = {sample.name: sample for sample in catalog.load("annotated_images")}
