@@ -271,6 +271,27 @@ def test_training_size_figure_draws_a_line_per_variant_over_the_shares():
         plt.close(figure)
 
 
+def test_training_size_figure_fits_its_y_range_and_its_legend_names_every_panels_variants():
+    """Accuracies of 0.2-0.3 get a y range of a few tenths, not 0..1; a control run for one model only
+    is still in the one legend."""
+    records = [rec("stardist", e, f, 0, 0.2 + 0.02 * i + 0.01 * f)
+               for i, e in enumerate(["subset_0.25_raw", "raw", "subset_0.25_merge_simcep"]) for f in range(3)]
+    records += [rec("cellpose", e, f, 0, 0.28 + 0.01 * f) for e in ("subset_0.25_raw", "raw") for f in range(3)]
+    aggregated = aggregate(records)
+    figure = training_size_figure(aggregated)
+    try:
+        stardist, cellpose = figure.get_axes()
+        low, high = stardist.get_ylim()
+        assert cellpose.get_ylim() == (low, high)
+        spread = aggregated["std"].fillna(0)
+        assert low <= (aggregated["mean"] - spread).min() and high >= (aggregated["mean"] + spread).max()
+        assert high - low <= 0.4
+        assert [t.get_text() for t in cellpose.get_legend().get_texts()] == [
+            "real images only", "real + SIMCEP pairs (control)"]
+    finally:
+        plt.close(figure)
+
+
 def test_no_training_size_figure_without_subset_experiments(tmp_path: Path):
     records = [rec("stardist", e, f, 0, 0.5 + 0.1 * f) for e in ("raw", "merge") for f in range(2)]
     written = write_report(tmp_path / "r", records, None, {}, "t")
