@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_session import study_context  # noqa: E402
+from study_session import require_groups, study_context  # noqa: E402
 
 
 def main() -> None:
@@ -57,9 +57,7 @@ def main() -> None:
             params["painter"] = args.painter
             params.setdefault("collage", {})  # studies from before the collage: its defaults
         crops, heldout = catalog.load("training_crops"), catalog.load("heldout_crops")
-        unknown = sorted(set(args.group) - set(crops))
-        if unknown:
-            raise SystemExit(f"unknown group(s) {unknown}; the study has {sorted(crops)}")
+        require_groups(args.group, crops)
         features = quality.inception_features(context.params["fid"]["inception_weights"],
                                               context.params["fid"]["allow_download"])
         for group in args.group:

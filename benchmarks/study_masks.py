@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mask_shape_audit import object_statistics  # noqa: E402
-from study_session import study_context  # noqa: E402
+from study_session import require_groups, study_context  # noqa: E402
 
 PAIR_SETS = ("synthetic_pairs", "simcep_pairs", "realmask_pairs")
 
@@ -47,9 +47,7 @@ def main() -> None:
     with study_context(args.env, args.params) as context:
         catalog, params = context.catalog, context.params
         crops, heldout = catalog.load("training_crops"), catalog.load("heldout_crops")
-        unknown = sorted(set(args.group) - set(crops))
-        if unknown:
-            raise SystemExit(f"unknown group(s) {unknown}; the study has {sorted(crops)}")
+        require_groups(args.group, crops)
         missing = sorted(set(args.group) - set(heldout))
         if missing:
             raise SystemExit(f"no held-out crops for {missing}: run `kedro run --nodes extract_heldout_crops` "

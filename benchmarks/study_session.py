@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,3 +24,11 @@ def study_context(env: str, params: str | None) -> Iterator[Any]:
     extra = _split_params(None, None, params) if params else None
     with KedroSession.create(project_path=Path.cwd(), env=env, runtime_params=extra) as session:
         yield session.load_context()
+
+
+def require_groups(groups: Iterable[str], study_groups: Iterable[str]) -> None:
+    """Stop with the study's groups named when one of ``groups`` (``--group``) is not among them."""
+    known = sorted(study_groups)
+    unknown = sorted(set(groups) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown group(s) {unknown}; the study has {known}")
