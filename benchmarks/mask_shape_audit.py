@@ -40,11 +40,13 @@ from converge_gan import ROOT, filter_settings, load_samples, split_crops  # noq
 
 
 def object_statistics(masks: np.ndarray) -> dict[str, float]:
-    """Objects per ``(N, H, W)`` label field and their mean eccentricity, median area and mean solidity."""
+    """Objects per ``(N, H, W)`` label field, the share of its pixels they cover (``foreground``: density
+    that does not depend on the nuclei's size) and their mean eccentricity, median area and mean solidity."""
     props = [region for mask in masks for region in regionprops(mask)]
     if not props:
-        return {"objects_per_field": 0.0}
+        return {"objects_per_field": 0.0, "foreground": 0.0}
     return {"objects_per_field": round(len(props) / len(masks), 3),
+            "foreground": round(float((np.asarray(masks) > 0).mean()), 3),
             "eccentricity": round(float(np.mean([r.eccentricity for r in props])), 3),
             "area_median": float(np.median([r.area for r in props])),
             "solidity": round(float(np.mean([r.solidity for r in props])), 3)}
@@ -56,7 +58,7 @@ def audit(fields: np.ndarray, settings: dict) -> dict[str, object]:
     components = np.stack([connected_components(field[..., 0] > 127.5) for field in fields])
     unchecked = encoding.decode_batch(fields, **{**decode, "flow_threshold": None})
     labels = encoding.decode_batch(fields, **decode)
-    errors = generated_fields.consistency_errors(fields, labels)
+    errors = generated_fields.consistency_errors(fields, labels, cellprob_threshold=decode.get("cellprob_threshold", 0))
     kept = generated_fields.mask_filter(fields, labels, min_objects=settings["min_objects"],
                                         max_consistency_error=settings["max_consistency_error"], errors=errors)
     few = labels.reshape(len(labels), -1).max(axis=1) < settings["min_objects"]

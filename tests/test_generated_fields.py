@@ -38,6 +38,23 @@ def test_consistency_error_definition():
     assert consistency_errors(encode_batch(empty), empty)[0] == 0.0
 
 
+def test_a_dim_field_decoded_below_the_midpoint_is_consistent_at_the_decoders_threshold(real_fields):
+    """A soft probability map (the channel at 40 % of its value) decodes into the full objects with
+    ``cellprob_threshold`` -2 (p > 0.12); measured against that threshold the masks fit their field, against
+    the midpoint every object disagrees."""
+    dim = real_fields[:8].copy()
+    dim[..., 0] = (dim[..., 0] * 0.4).astype(np.uint8)  # 255 -> 102: below 127.5, above 255 * sigmoid(-2) = 30
+    labels = decode_batch(dim, cellprob_threshold=-2, device="cpu")
+    full = decode_batch(real_fields[:8], device="cpu")
+    assert (labels > 0).sum() == pytest.approx((full > 0).sum(), rel=0.02)
+    matched = consistency_errors(dim, labels, cellprob_threshold=-2)
+    assert (matched < 0.05).all()
+    assert (consistency_errors(dim, labels)[labels.reshape(8, -1).any(1)] > 0.9).all()
+    assert decode_consistency(dim, cellprob_threshold=-2, device="cpu") == 1.0
+    assert mask_filter(dim, labels, min_objects=0, cellprob_threshold=-2).all()
+    assert not mask_filter(dim, labels, min_objects=1).any()
+
+
 def test_encoded_real_masks_are_consistent(real_fields):
     assert decode_consistency(real_fields, device="cpu") >= 0.95
 

@@ -33,12 +33,14 @@ DECODE_TOLERANCE = 0.4
 
 
 
-def consistency_errors(flows: np.ndarray, labels: np.ndarray, method: str = "cellpose_flow") -> np.ndarray:
+def consistency_errors(flows: np.ndarray, labels: np.ndarray, method: str = "cellpose_flow",
+                       cellprob_threshold: float = 0.0) -> np.ndarray:
     """How far each flow field is from the encoding of its decoded masks.
 
-    With ``P`` the field's foreground (probability channel > 127.5, the
-    midpoint of the encoding's 0/255), ``Q`` that of ``encode(labels)`` and
-    ``U = P | Q``, the error of a field is
+    With ``P`` the field's foreground (the pixels the decoder followed: probability
+    logit above ``cellprob_threshold``; at 0 the channel > 127.5, the midpoint of the
+    encoding's 0/255), ``Q`` that of ``encode(labels)`` and ``U = P | Q``, the error
+    of a field is
 
         mean over U of (dx_f - dx_e)^2 + (dy_f - dy_e)^2   (flows in [-1, 1])
         + |P xor Q| / |U|                                  (foreground disagreement)
@@ -54,6 +56,10 @@ def consistency_errors(flows: np.ndarray, labels: np.ndarray, method: str = "cel
         ``(N, H, W)`` integer masks decoded from ``flows``.
     method
         Must be ``"cellpose_flow"``.
+    cellprob_threshold
+        The decoder's threshold (:func:`cellsynth.encoding.decode_batch`) the
+        masks were decoded with: below 0 a soft probability map decodes into
+        larger objects, and ``P`` must be the foreground they were grown from.
 
     Returns
     -------
@@ -70,7 +76,7 @@ def consistency_errors(flows: np.ndarray, labels: np.ndarray, method: str = "cel
     if labels.shape != flows.shape[:3]:
         raise ValueError(f"labels must have shape (N, H, W) = {flows.shape[:3]} like flows, got {labels.shape}")
     encoded = encode_batch(labels, method=method)
-    field_on = flows[..., 0] > 127.5
+    field_on = flows[..., 0] > 255 / (1 + np.exp(-cellprob_threshold))  # logit(v / 255) > threshold
     encoded_on = encoded[..., 0] > 127.5
     union = field_on | encoded_on
     # [0, 255] -> [-1, 1] as the encoding maps it (128 ~ 0).
@@ -130,7 +136,8 @@ def decode_consistency(
         raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
     if labels is None:
         labels = decode_batch(flows, method, **decode_opts)
-    return float(np.mean(consistency_errors(flows, labels, method) < tolerance))
+    errors = consistency_errors(flows, labels, method, decode_opts.get("cellprob_threshold", 0.0))
+    return float(np.mean(errors < tolerance))
 
 
 def generated_field_metrics(
@@ -168,7 +175,8 @@ def generated_field_metrics(
     metrics = image_quality(reference, fields, features=features)
     labels = decode_batch(fields, method=method, **decode_opts)
     kept = mask_filter(fields, labels, method=method, min_objects=min_objects,
-                       max_consistency_error=max_consistency_error)
+                       max_consistency_error=max_consistency_error,
+                       cellprob_threshold=decode_opts.get("cellprob_threshold", 0.0))
     objects = labels.reshape(len(labels), -1).max(axis=1)
     metrics.update({
         "pass_rate": float(kept.mean()),
@@ -223,6 +231,7 @@ def mask_filter(
     min_objects: int = 3,
     max_consistency_error: float = DECODE_TOLERANCE,
     errors: np.ndarray | None = None,
+    cellprob_threshold: float = 0.0,
 ) -> np.ndarray:
     """Which generated samples to keep: enough objects and, for flow fields, a consistent decode.
 
@@ -239,6 +248,8 @@ def mask_filter(
     errors
         ``(N,)`` :func:`consistency_errors` of these samples when the caller has them already
         (they re-encode every mask: the costly part).
+    cellprob_threshold
+        The decoder's threshold the masks were decoded with (:func:`consistency_errors`).
 
     Returns
     -------
@@ -250,5 +261,7 @@ def mask_filter(
                          f"{max_consistency_error}")
     keep = labels.reshape(len(labels), -1).max(axis=1, initial=0) >= min_objects
     if method == "cellpose_flow":
-        keep &= (consistency_errors(flows, labels, method) if errors is None else errors) <= max_consistency_error
+        if errors is None:
+            errors = consistency_errors(flows, labels, method, cellprob_threshold)
+        keep &= errors <= max_consistency_error
     return keep

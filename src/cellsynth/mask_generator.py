@@ -209,7 +209,8 @@ class MaskSource:
                                 device=device, progress=progress)
         fields = encoding.upscale_fields(small, self.downsample, self.method)
         labels = encoding.decode_batch(fields, method=self.method, progress=progress, **self.filters.decode)
-        errors = generated_fields.consistency_errors(fields, labels, self.method)
+        errors = generated_fields.consistency_errors(fields, labels, self.method,
+                                                     self.filters.decode.get("cellprob_threshold", 0.0))
         kept = generated_fields.mask_filter(fields, labels, method=self.method, min_objects=self.filters.min_objects,
                                             max_consistency_error=self.filters.max_consistency_error, errors=errors)
         factor = 1.0
