@@ -70,6 +70,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-eval", type=int, default=128, help="fields generated per snapshot")
     parser.add_argument("--truncation-psi", type=float, default=None,
                         help="truncation of the measured fields (default: mask_gan.generation.truncation_psi)")
+    parser.add_argument("--cellprob-threshold", type=float, default=None,
+                        help="decode the measured fields at this probability logit (default: "
+                             "mask_gan.generation.decode's, 0 if unset); below 0 grows the objects of soft maps")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a mask_gan.training setting (YAML value)")
     parser.add_argument("--config", default=str(ROOT / "conf/base/parameters_mask_gan.yml"))
@@ -194,6 +197,8 @@ def main() -> None:
     reference = quality.extract_features(heldout_fields, features, name="held-out fields")
     reference_layout = layout.layout_statistics(list(heldout_crops))
     settings = filter_settings(args.config)
+    if args.cellprob_threshold is not None:
+        settings["cellprob_threshold"] = args.cellprob_threshold
     rng = np.random.default_rng(args.seed)
 
     baselines = {}
@@ -280,7 +285,7 @@ def main() -> None:
     report = {
         "data": folders if len(folders) > 1 else folders[0], "init_from": args.init_from,
         "resolution": args.res, "downsample": args.downsample, "scales": args.scale or [1.0],
-        "truncation_psi": args.truncation_psi,
+        "truncation_psi": args.truncation_psi, "cellprob_threshold": settings.get("cellprob_threshold", 0.0),
         "gan_resolution": int(gan_fields.shape[1]), "training_crops": len(train_crops),
         "heldout_crops": len(heldout_crops), "settings": {k: v for k, v in vars(config).items()
                                                             if k not in ("kimg", "snapshot_kimg")},
@@ -328,7 +333,7 @@ def main() -> None:
         generator.load_state_dict(torch.load(snapshots / f"G_ema-{round(best['kimg'] * 1000):08d}img.pt"))
         small = generate_images(generator, 8, seed=123, truncation_psi=args.truncation_psi, device=runtime.device)
         fake_fields = encoding.upscale_fields(small, args.downsample)
-        fake_labels = encoding.decode_batch(fake_fields)
+        fake_labels = encoding.decode_batch(fake_fields, cellprob_threshold=settings.get("cellprob_threshold", 0.0))
         figure = panel_grid([("real (held-out)", [("fields", heldout_fields[:8]), ("masks", heldout_crops[:8])]),
                              (f"GAN {best['kimg']:g} kimg", [("fields", fake_fields), ("masks", fake_labels)]),
                              ("SIMCEP", [("fields", simcep_fields[:8]), ("masks", simcep_labels[:8])])])
