@@ -30,7 +30,7 @@ import yaml
 from skimage.measure import label as connected_components
 from skimage.measure import regionprops
 
-from cellsynth import encoding, generated_fields
+from cellsynth import encoding, flow_dynamics, generated_fields
 from cellsynth.gan.augment import AugmentPipe
 from cellsynth.gan.pretrained import SHIPPED, load_initial_weights
 from cellsynth.gan.training import build_generator, generate_images
@@ -55,10 +55,11 @@ def object_statistics(masks: np.ndarray) -> dict[str, float]:
 def audit(fields: np.ndarray, settings: dict) -> dict[str, object]:
     """The three steps and the filter's verdict for ``(N, H, W, 3)`` uint8 full-size flow fields."""
     decode = {k: v for k, v in settings.items() if k not in ("min_objects", "max_consistency_error")}
-    components = np.stack([connected_components(field[..., 0] > 127.5) for field in fields])
+    threshold = decode.get("cellprob_threshold", 0.0)
+    components = np.stack([connected_components(on) for on in flow_dynamics.foreground(fields, threshold).numpy()])
     unchecked = encoding.decode_batch(fields, **{**decode, "flow_threshold": None})
     labels = encoding.decode_batch(fields, **decode)
-    errors = generated_fields.consistency_errors(fields, labels, cellprob_threshold=decode.get("cellprob_threshold", 0))
+    errors = generated_fields.consistency_errors(fields, labels, cellprob_threshold=threshold)
     kept = generated_fields.mask_filter(fields, labels, min_objects=settings["min_objects"],
                                         max_consistency_error=settings["max_consistency_error"], errors=errors)
     few = labels.reshape(len(labels), -1).max(axis=1) < settings["min_objects"]

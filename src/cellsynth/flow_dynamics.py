@@ -41,15 +41,21 @@ _SHELF_WIDTH = 256
 _CPU_BAND_PIXELS = 1 << 17
 
 
+def foreground(encoded: np.ndarray | torch.Tensor, cellprob_threshold: float,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(B, H, W)`` bool: the pixels of ``(B, H, W, 3)`` encoded fields (0..255) that the decoder follows,
+    those whose probability logit exceeds ``cellprob_threshold``."""
+    values = torch.as_tensor(encoded, device=device).to(torch.float32)
+    return torch.logit(values[..., 0] / 255.0, eps=_PROBABILITY_EPS) > cellprob_threshold
+
+
 def unit_flows_and_foreground(
     encoded: np.ndarray, cellprob_threshold: float, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, 2, H, W)`` float32 unit flows ``[dx, dy]`` and ``(B, H, W)`` bool foreground."""
+    """``(B, 2, H, W)`` float32 unit flows ``[dx, dy]`` and ``(B, H, W)`` bool :func:`foreground`."""
     values = torch.as_tensor(encoded, device=device).to(torch.float32)
-    cellprob_logit = torch.logit(values[..., 0] / 255.0, eps=_PROBABILITY_EPS)
-    foreground = cellprob_logit > cellprob_threshold
     unit_flows = (values[..., 1:] / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
-    return unit_flows, foreground
+    return unit_flows, foreground(values, cellprob_threshold, device)
 
 
 def sequential_ids(labels: np.ndarray) -> np.ndarray:

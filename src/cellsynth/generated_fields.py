@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cellsynth import flow_dynamics
 from cellsynth.encoding import decode_batch, encode_batch
 from cellsynth.quality import ImageFeatures, InceptionFeatures, image_quality
 
@@ -76,7 +77,7 @@ def consistency_errors(flows: np.ndarray, labels: np.ndarray, method: str = "cel
     if labels.shape != flows.shape[:3]:
         raise ValueError(f"labels must have shape (N, H, W) = {flows.shape[:3]} like flows, got {labels.shape}")
     encoded = encode_batch(labels, method=method)
-    field_on = flows[..., 0] > 255 / (1 + np.exp(-cellprob_threshold))  # logit(v / 255) > threshold
+    field_on = flow_dynamics.foreground(flows, cellprob_threshold).numpy()
     encoded_on = encoded[..., 0] > 127.5
     union = field_on | encoded_on
     # [0, 255] -> [-1, 1] as the encoding maps it (128 ~ 0).
