@@ -104,6 +104,9 @@ class StyleGAN2Loss(nn.Module):
     blur_sigma
         Sigma (px) of the Gaussian blur of every image the discriminator sees, after the
         augmentations; 0 = none. The training loop sets it per step (:func:`blur_sigma_at`).
+    mode_seeking
+        Weight of :func:`mode_seeking_penalty` in the generator's loss; the training loop
+        holds it at 0 until ``mode_seeking_kimg``.
     """
 
     def __init__(

@@ -79,6 +79,7 @@ class GANConfig:
     style_mixing_prob: float = 0.9
     objective: Objective = "logistic"
     mode_seeking: float = 0.0
+    mode_seeking_kimg: float = 0.0
     blur_sigma: float = 0.0
     blur_fade_kimg: float = 0.0
     ema_kimg: float | None = None
@@ -107,7 +108,7 @@ class GANConfig:
                 raise ValueError(f"mask_gan.{name} must be > 0, got {getattr(self, name)}")
         if self.d_learning_rate is not None and self.d_learning_rate <= 0:
             raise ValueError(f"mask_gan.d_learning_rate must be > 0 (or null), got {self.d_learning_rate}")
-        for name in ("blur_sigma", "blur_fade_kimg", "mode_seeking"):
+        for name in ("blur_sigma", "blur_fade_kimg", "mode_seeking", "mode_seeking_kimg"):
             if getattr(self, name) < 0:
                 raise ValueError(f"mask_gan.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("batch", "r1_interval", "pl_interval", "ada_interval", "mbstd_group_size"):
@@ -290,6 +291,7 @@ def train_gan(
         real = real.contiguous(memory_format=run.memory_format)
         shown = position.nimg + position.schedule_offset
         run.loss.blur_sigma = blur_sigma_at(config.blur_sigma, config.blur_fade_kimg, shown)
+        run.loss.mode_seeking = config.mode_seeking if shown >= config.mode_seeking_kimg * 1000 else 0.0
         losses = _training_step(step, real, local_batch, run.nets, run.loss, run.g_opt, run.d_opt, run.controller,
                                 run.augment_pipe, runtime, config)
         for key, value in losses.items():
