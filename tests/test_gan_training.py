@@ -52,6 +52,18 @@ def test_resume_continues_bit_identically(images, tmp_path):
     assert resumed["augment_p"] == straight["augment_p"] != 0.5  # ADA moved p, and resumed it exactly
 
 
+def test_mode_seeking_weighs_in_only_from_its_kimg(images, tmp_path):
+    def g_ema(name, **settings):
+        _train(images, tmp_path / name, steps=2, **settings)
+        return CheckpointStore(tmp_path / name).latest()["G_ema"]
+
+    without = g_ema("without", mode_seeking=0.0)
+    not_yet = g_ema("not_yet", mode_seeking=1.0, mode_seeking_kimg=1.0)  # 1 kimg: after these 8 images
+    at_once = g_ema("at_once", mode_seeking=1.0, mode_seeking_kimg=0.0)
+    assert all(torch.equal(without[k], not_yet[k]) for k in without)
+    assert not all(torch.equal(without[k], at_once[k]) for k in without)
+
+
 def test_the_newest_checkpoint_is_the_one_furthest_on(tmp_path):
     """Snapshots at 520 and 1000 images (batch 40, every 0.5 kimg): resuming starts from 1000, not 520
     (checkpoints once named 1000 images "1" and 520 images "520", and resumed from the older one)."""
@@ -165,6 +177,7 @@ def test_checkpoints_of_another_architecture_are_refused(images, tmp_path):
                                                  ("objective", "wasserstein", "mask_gan.objective"),
                                                  ("d_learning_rate", 0.0, "mask_gan.d_learning_rate"),
                                                  ("blur_sigma", -1.0, "mask_gan.blur_sigma"),
+                                                 ("mode_seeking_kimg", -1.0, "mask_gan.mode_seeking_kimg"),
                                                  ("ada_max_p", 1.2, "mask_gan.ada_max_p")])
 def test_bad_settings_are_named(key, value, message):
     with pytest.raises(ValueError, match=message):
