@@ -31,7 +31,7 @@ def test_default_run_executes_the_whole_study_without_leakage(tiny_study: Path, 
     monkeypatch.chdir(project)  # the notebook finds the project in the working directory
     folds = json.loads((project / "data/02_intermediate/folds.json").read_text())["folds"]
     groups = sorted(p.stem for p in (project / "data/03_primary/training_crops").glob("*.npz"))
-    assert groups == ["fold_0", "fold_1", "fold_2"]
+    assert groups == ["fold_0", "fold_1"]
 
     # generative models: trained on their fold's (subset of) training images only, measured on validation
     for group in groups:
@@ -48,7 +48,7 @@ def test_default_run_executes_the_whole_study_without_leakage(tiny_study: Path, 
     # segmentation: every fold x experiment x model, trained without the fold's validation or test images
     (results_version,) = list((project / "data/07_model_output/segmentation_results.json").iterdir())
     results = json.loads((results_version / "segmentation_results.json").read_text())
-    expected = {(m, e, f) for m in ("stardist", "cellpose") for f in range(3) for e in ("raw", "merge")}
+    expected = {(m, e, f) for m in ("stardist", "cellpose") for f in range(2) for e in ("raw", "merge")}
     assert {(r["model"], r["experiment"], r["fold"]) for r in results} == expected
     for record in results:
         fold = folds[record["fold"]]
@@ -68,14 +68,14 @@ def test_default_run_executes_the_whole_study_without_leakage(tiny_study: Path, 
     study = project / "data/08_reporting/study"
     html = (study / "index.html").read_text()
     assert html.count("data:image/png;base64") >= 5 and "merge" in html and "cellpose" in html
-    assert "8 / 8 / 8" in (study / "accuracy.md").read_text() and "†" not in html  # merge's pairs per fold
+    assert "8 / 8" in (study / "accuracy.md").read_text() and "†" not in html  # merge's pairs per fold
     kept = dict(line.split(",")[:3:2] for line in (study / "gan_filter.csv").read_text().splitlines()[1:])
-    assert kept == {"fold_0": "8", "fold_1": "8", "fold_2": "8"}  # generated / kept per group, in the report
+    assert kept == {"fold_0": "8", "fold_1": "8"}  # generated / kept per group, in the report
     with sqlite3.connect(project / "mlflow.db") as db:
         logged = dict(db.execute("SELECT key, value FROM metrics").fetchall())
         (runs,) = db.execute("SELECT COUNT(*) FROM runs").fetchone()
     stated = report.report_metrics(study)
-    assert runs == 1 and "stardist.merge.accuracy" in stated and "cellpose.raw.fold_2.accuracy" in stated
+    assert runs == 1 and "stardist.merge.accuracy" in stated and "cellpose.raw.fold_1.accuracy" in stated
     assert {k: logged[k] for k in stated} == pytest.approx(stated, abs=1e-12)
     for key in ("simcep_baseline.gan.flows.fid_randinit", "simcep_baseline.simcep.layout.ripley_l",
                 "image_translation.heldout.ssim", "simcep.fold_0.cells_per_crop"):
@@ -103,7 +103,7 @@ def test_one_fold_runs_alone_and_the_parallel_runner_gives_the_sequential_result
 ):
     project = copy_run(tiny_study, tmp_path / "copy", monkeypatch)
     records = project / "data/07_model_output/segmentation_records"
-    assert sorted(p.name for p in records.iterdir()) == ["fold_0", "fold_1", "fold_2"]
+    assert sorted(p.name for p in records.iterdir()) == ["fold_0", "fold_1"]
     shutil.rmtree(records / "fold_1")
     untouched = {p: p.stat().st_mtime_ns for p in records.rglob("*.json")}
     models = set((project / "data/06_models/segmentation").rglob("stage*"))
@@ -117,7 +117,7 @@ def test_one_fold_runs_alone_and_the_parallel_runner_gives_the_sequential_result
     for dataset in ("06_models/mask_gan", "06_models/pix2pix", "07_model_output/synthetic_pairs",
                     "07_model_output/simcep_pairs"):
         versions = {p.name.split(".")[0]: len(list(p.iterdir())) for p in (project / "data" / dataset).iterdir()}
-        assert versions == {"fold_0": 1, "fold_1": 2, "fold_2": 1}, dataset
+        assert versions == {"fold_0": 1, "fold_1": 2}, dataset
 
     # fold 1's trainings, the gathering and the report in worker processes (the other folds' records are read)
     fold_1 = [f"fold_1.train_{m}_{e}" for m in ("stardist", "cellpose") for e in ("raw", "merge")]
@@ -138,22 +138,22 @@ def test_the_dask_runner_on_a_local_cluster_gives_the_sequential_results(
 ):
     project = copy_run(tiny_study, tmp_path / "copy", monkeypatch)
     records = project / "data/07_model_output/segmentation_records"
-    shutil.rmtree(records / "fold_2")
-    generative = ["fold_2.train_mask_gan", "fold_2.train_painter"]
-    fold_2 = [f"fold_2.train_{m}_{e}" for m in ("stardist", "cellpose") for e in ("raw", "merge")]
+    shutil.rmtree(records / "fold_0")
+    generative = ["fold_0.train_mask_gan", "fold_0.train_painter"]
+    fold_0 = [f"fold_0.train_{m}_{e}" for m in ("stardist", "cellpose") for e in ("raw", "merge")]
     joining = ["gather_segmentation_results", "write_study_report"]
-    run(project, STUDY_TINY, pipeline="__default__", nodes=generative + fold_2 + joining,
+    run(project, STUDY_TINY, pipeline="__default__", nodes=generative + fold_0 + joining,
         runner=DaskRunner(n_workers=2))
-    assert len(list((records / "fold_2").iterdir())) == 4
+    assert len(list((records / "fold_0").iterdir())) == 4
     # the generative trainings ran in workers too: each wrote a new model version, the finished training reloaded
     for kind, weights in (("mask_gan", "G_ema"), ("pix2pix", "G")):
-        versions = sorted((project / f"data/06_models/{kind}/fold_2.pt").iterdir())
+        versions = sorted((project / f"data/06_models/{kind}/fold_0.pt").iterdir())
         assert len(versions) == 2, kind
-        before, after = (torch.load(version / "fold_2.pt", weights_only=False)[weights] for version in versions)
+        before, after = (torch.load(version / "fold_0.pt", weights_only=False)[weights] for version in versions)
         assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), kind
     assert _results(project) == _results(tiny_study)
     with sqlite3.connect(project / "mlflow.db") as db:
         (runs,) = db.execute("SELECT COUNT(*) FROM runs").fetchone()
         (newest,) = db.execute("SELECT run_uuid FROM runs ORDER BY start_time DESC LIMIT 1").fetchone()
         keys = {key for (key,) in db.execute("SELECT key FROM metrics WHERE run_uuid = ?", (newest,))}
-    assert runs == 2 and "cellpose.raw.fold_2.accuracy" in keys
+    assert runs == 2 and "cellpose.raw.fold_0.accuracy" in keys
