@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:-data/06_models/demo_generator}"
-COMMON=(--data demo --demo-images 96 --demo-seed 1000 --res 64 --snapshot-kimg 10)
+# The shipped generators are 1024/64 wide (conf/base now trains from scratch at 512/32).
+COMMON=(--data demo --demo-images 96 --demo-seed 1000 --res 64 --snapshot-kimg 10 --set channel_base=1024 --set channel_max=64)
 python benchmarks/converge_gan.py "${COMMON[@]}" --kimg 160 --set mode_seeking=0 \
   --work "$WORK/phase1" --out "$WORK/phase1_report"
 python benchmarks/converge_gan.py "${COMMON[@]}" --kimg 50 --set mode_seeking=0.05 \

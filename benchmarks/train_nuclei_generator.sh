@@ -18,7 +18,9 @@ MINUTES="${1:-75}"
 WORK="${2:-data/06_models/nuclei_generator}"
 MINUTES2="${3:-38}"
 PRETRAIN="${PRETRAIN:-../shared/data/dsb2018_pretrain}"
-DATA=(--data "$PRETRAIN/fluo" --data "$PRETRAIN/he" --res 64 --heldout 0.1 --snapshot-kimg 10 --threads 2)
+# The shipped generators are 1024/64 wide (conf/base now trains from scratch at 512/32).
+DATA=(--data "$PRETRAIN/fluo" --data "$PRETRAIN/he" --res 64 --heldout 0.1 --snapshot-kimg 10 --threads 2
+      --set channel_base=1024 --set channel_max=64)
 python benchmarks/converge_gan.py "${DATA[@]}" --minutes "$MINUTES" \
   --work "$WORK/run" --out "$WORK/report" --export "$WORK/nuclei_one_scale.pt"
 python benchmarks/converge_gan.py "${DATA[@]}" --scale 0.6 --scale 1 --scale 1.4 --minutes "$MINUTES2" \

@@ -11,7 +11,15 @@ import yaml
 
 from cellsynth import encoding, generated_fields
 from cellsynth.gan.pretrained import SHIPPED, export_weights, load_initial_weights
-from cellsynth.gan.training import GANConfig, build_networks, gan_run_fingerprint, generate_images, train_gan
+from cellsynth.gan.training import (
+    GANConfig,
+    adopt_architecture,
+    build_generator,
+    build_networks,
+    gan_run_fingerprint,
+    generate_images,
+    train_gan,
+)
 from cellsynth.training import CheckpointStore, start_runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,15 +47,15 @@ def base_mask_gan() -> dict:
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_generator_fits_the_base_configuration_and_records_its_training(name):
-    """Every shipped generator has the architecture conf/base builds for 64x64 crops learnt at
-    1/downsample (so any run of conf/base can start from it), and its file says how it was made:
-    the demo's on other phantom tissue than the demo's, the nuclei one on the DSB pretraining set only."""
+    """Every shipped generator draws the fields conf/base learns for 64x64 crops at 1/downsample (so
+    any run of conf/base can start from it, in the generator's own widths), and its file says how it
+    was made: the demo's on other phantom tissue than the demo's, the nuclei one on the DSB
+    pretraining set only."""
     params = base_mask_gan()
     assert params["init_from"] in SHIPPED  # the demo starts from one
     state = load_initial_weights(name)
-    resolution = 64 // params["downsample"]
-    expected = build_networks(GANConfig.from_params(params["training"]), resolution, 3).architecture
-    assert state["architecture"] == expected
+    config = adopt_architecture(GANConfig.from_params(params["training"]), state["architecture"])
+    assert build_networks(config, 64 // params["downsample"], 3).architecture == state["architecture"]
     assert state["nimg"] > 0
     trained = state["trained"]
     assert trained["command"].startswith("python benchmarks/converge_gan.py")
@@ -63,7 +71,7 @@ def test_shipped_generator_masks_pass_the_configured_filters(name):
     """Decoded masks of each shipped generator pass min_objects / max_consistency_error at conf/base's values."""
     params = base_mask_gan()
     state = load_initial_weights(name)
-    generator = build_networks(GANConfig.from_params(params["training"]), 64 // params["downsample"], 3).generator_ema
+    generator = build_generator(state["architecture"])
     generator.load_state_dict(state["G_ema"])
     small = generate_images(generator, 32, seed=0)
     fields = encoding.upscale_fields(small, params["downsample"])
@@ -93,11 +101,14 @@ def test_exported_weights_start_a_run_that_continues_their_schedules(images, tmp
     assert gan_run_fingerprint(config, images, state) != gan_run_fingerprint(config, images)
 
 
-def test_weights_of_another_architecture_are_refused_by_name(images, tmp_path):
-    _, checkpoint = _train(images, tmp_path / "first", steps=1)
+def test_weights_of_other_widths_fine_tune_in_their_own_shape_and_other_resolutions_are_refused(images, tmp_path):
+    first, _ = _train(images, tmp_path / "first", steps=1)
+    start = load_initial_weights(tmp_path / "first")
+    result, checkpoint = _train(images, tmp_path / "second", steps=1, init_from=start, channel_max=8, z_dim=8)
+    assert result.architecture == first.architecture  # the settings' widths are for training from scratch
+    assert checkpoint["config"]["channel_max"] == TINY["channel_max"] and checkpoint["config"]["z_dim"] == 16
     with pytest.raises(ValueError, match="mask_gan.init_from holds a generator of another architecture"):
-        _train(images, tmp_path / "second", steps=1, init_from=load_initial_weights(tmp_path / "first"),
-               channel_max=8)
+        _train(np.tile(images, (1, 2, 2, 1)), tmp_path / "third", steps=1, init_from=start)  # 64x64 fields
 
 
 def test_bad_init_specs_are_named(tmp_path):

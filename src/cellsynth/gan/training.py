@@ -21,7 +21,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -185,6 +185,20 @@ def build_networks(config: GANConfig, resolution: int, channels: int) -> GANNetw
     return GANNetworks(generator, discriminator, copy.deepcopy(generator).eval().requires_grad_(False), architecture)
 
 
+ARCHITECTURE_SETTINGS = ("z_dim", "w_dim", "channel_base", "channel_max", "mapping_layers", "conv_clamp")
+
+
+def adopt_architecture(config: GANConfig, architecture: dict[str, Any]) -> GANConfig:
+    """``config`` with the network shape of the weights a run starts from (``init_from``'s
+    ``architecture``): widths and latent sizes in the settings are for training from scratch, so a
+    shipped generator fine-tunes whatever they are. Resolution and channels still come from the data."""
+    changes = {key: architecture[key] for key in ARCHITECTURE_SETTINGS
+               if key in architecture and architecture[key] != getattr(config, key)}
+    if changes:
+        logger.info("mask_gan.init_from: the network keeps the shape of its starting weights %s", changes)
+    return replace(config, **changes)
+
+
 def build_generator(architecture: dict[str, Any]) -> Generator:
     """A generator from the ``architecture`` dict stored with every trained model."""
     return Generator(**architecture)
@@ -263,8 +277,9 @@ def train_gan(
         Called on the main process with ``(metrics, kimg_step)`` at every snapshot.
     init_from
         A checkpoint state of another run (transfer learning, e.g. :func:`load_initial_weights`): its
-        G, D and ``G_ema`` weights are the starting point, and the schedules (blur, ``G_ema``
-        ramp-up) continue from its image count ``nimg``; ignored when resuming.
+        G, D and ``G_ema`` weights are the starting point, its ``architecture`` replaces the widths of
+        ``config`` (:func:`adopt_architecture`), and the schedules (blur, ``G_ema`` ramp-up) continue
+        from its image count ``nimg``; its weights are ignored when resuming.
     progress
         Show a progress bar (main process only).
     """
@@ -273,6 +288,8 @@ def train_gan(
         raise ValueError(f"mask_gan.batch ({config.batch}) must be divisible by the number of processes "
                          f"({runtime.world_size})")
     local_batch = config.batch // runtime.world_size
+    if init_from is not None and "architecture" in init_from:
+        config = adopt_architecture(config, init_from["architecture"])
     # 1. setup: networks, augmentation, loss and optimisers
     run = _setup(config, int(data.shape[2]), int(data.shape[1]), runtime)
     # 2. resume this run's last checkpoint, or start from init_from's weights
