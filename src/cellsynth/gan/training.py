@@ -161,18 +161,14 @@ class GANTrainingResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+# The settings that shape the generator besides the data's resolution and channels.
+ARCHITECTURE_SETTINGS = ("z_dim", "w_dim", "channel_base", "channel_max", "mapping_layers", "conv_clamp")
+
+
 def build_networks(config: GANConfig, resolution: int, channels: int) -> GANNetworks:
     """Generator, discriminator and ``G_ema`` (a copy of G) for images ``(channels, resolution, resolution)``."""
-    architecture = {
-        "z_dim": config.z_dim,
-        "w_dim": config.w_dim,
-        "img_resolution": resolution,
-        "img_channels": channels,
-        "channel_base": config.channel_base,
-        "channel_max": config.channel_max,
-        "mapping_layers": config.mapping_layers,
-        "conv_clamp": config.conv_clamp,
-    }
+    architecture = {"img_resolution": resolution, "img_channels": channels,
+                    **{key: getattr(config, key) for key in ARCHITECTURE_SETTINGS}}
     generator = build_generator(architecture)
     discriminator = Discriminator(
         img_resolution=resolution,
@@ -183,9 +179,6 @@ def build_networks(config: GANConfig, resolution: int, channels: int) -> GANNetw
         conv_clamp=config.conv_clamp,
     )
     return GANNetworks(generator, discriminator, copy.deepcopy(generator).eval().requires_grad_(False), architecture)
-
-
-ARCHITECTURE_SETTINGS = ("z_dim", "w_dim", "channel_base", "channel_max", "mapping_layers", "conv_clamp")
 
 
 def adopt_architecture(config: GANConfig, architecture: dict[str, Any]) -> GANConfig:
